@@ -1,0 +1,317 @@
+"""The `helpdesk-pipe` command line (click). Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+import click
+
+from helpdesk.config import ConfigError
+from helpdesk.config import Settings
+from helpdesk.config import load_settings
+
+__all__ = ["cli"]
+
+EX_TEMPFAIL = 75
+
+
+class Context:
+    """Lazily loaded settings shared by the subcommands."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config)
+            except ConfigError as exc:
+                raise click.ClickException(f"configuration: {exc}") from None
+        return self._settings
+
+    def session(self) -> Any:
+        from helpdesk.db import session_factory
+
+        return session_factory(self.settings)()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        click.echo(text)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import DBAPIError
+
+    return (DBAPIError,)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    envvar="HELPDESK_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML config (default: $HELPDESK_CONFIG, else /etc/helpdesk/helpdesk.toml).",
+)
+@click.version_option(package_name="helpdesk-pipe", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Mail in, ticket out: the helpdesk-pipe command line."""
+    ctx.obj = Context(config)
+
+
+@cli.command()
+@pass_ctx
+def init(obj: Context) -> None:
+    """Create the database schema, or upgrade it to the newest version."""
+    from helpdesk.files import set_group_umask
+    from helpdesk.migrate import upgrade
+
+    set_group_umask()
+    try:
+        before, after = upgrade(obj.settings)
+    except _database_errors() as exc:
+        raise click.ClickException(f"database: {' '.join(str(exc.orig).split())}") from None
+    if before == after:
+        click.echo(f"database is up to date (revision {after})")
+    else:
+        click.echo(f"database upgraded from {before or 'empty'} to revision {after}")
+
+
+@cli.command()
+@click.option("--queue", "-q", help="Queue name (default: from the envelope recipient).")
+@pass_ctx
+def deliver(obj: Context, queue: str | None) -> None:
+    """Read one message from stdin and record it (for the MTA: exits 0, 65 or 75)."""
+    from helpdesk.ingest.deliver import run
+
+    sys.exit(run(obj.config, queue))
+
+
+# -- tickets --------------------------------------------------------------
+
+
+@cli.group()
+def ticket() -> None:
+    """Look at tickets."""
+
+
+def _ticket_row(t: Any) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "queue": t.queue,
+        "status": t.status,
+        "subject": t.subject,
+        "requester": t.requester.email,
+        "requester_name": t.requester.name,
+        "assignee": t.assignee.email if t.assignee else None,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+    }
+
+
+@ticket.command("list")
+@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--status", "-s", help="Only this status.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def ticket_list(obj: Context, queue: str | None, status: str | None, as_json: bool) -> None:
+    """List tickets, newest first."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from helpdesk.models import Ticket
+
+    query = select(Ticket).options(selectinload(Ticket.requester), selectinload(Ticket.assignee))
+    if queue:
+        query = query.where(Ticket.queue == queue)
+    if status:
+        query = query.where(Ticket.status == status)
+    with obj.session() as session:
+        rows = [_ticket_row(t) for t in session.scalars(query.order_by(Ticket.id.desc()))]
+    lines = [
+        f"#{r['id']:<6} {r['queue']:<16} {r['status']:<9} {r['requester']:<32} {r['subject']}"
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) if lines else "no tickets")
+
+
+@ticket.command("show")
+@click.argument("ticket_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
+    """Show a ticket and its whole thread."""
+    from sqlalchemy.orm import selectinload
+
+    from helpdesk.models import Article
+    from helpdesk.models import Ticket
+
+    with obj.session() as session:
+        t = session.get(
+            Ticket,
+            ticket_id,
+            options=[
+                selectinload(Ticket.articles).selectinload(Article.attachments),
+                selectinload(Ticket.articles).selectinload(Article.author),
+            ],
+        )
+        if t is None:
+            raise click.ClickException(f"no ticket #{ticket_id}")
+        data = _ticket_row(t)
+        data["articles"] = [
+            {
+                "id": a.id,
+                "author": a.author.email,
+                "author_name": a.author.name,
+                "source": a.source,
+                "internal": a.internal,
+                "mail_id": a.mail_id,
+                "created_at": _iso(a.created_at),
+                "subject": a.subject,
+                "body_text": a.body_text,
+                "body_html": a.body_html,
+                "attachments": [_attachment_row(f) for f in a.attachments],
+            }
+            for a in t.articles
+        ]
+    if as_json:
+        _emit(data, True, "")
+        return
+    out = [
+        f"Ticket #{data['id']} [{data['queue']}] {data['status']}: {data['subject']}",
+        f"Requester: {data['requester']}  Created: {data['created_at']}",
+    ]
+    for a in data["articles"]:
+        out += [
+            "",
+            f"--- #{a['id']} {a['author']} ({a['source']}) {a['created_at']}",
+            a["body_text"],
+        ]
+        out += [
+            f"  [{f['filename']}] {f['content_type']} {f['size']} bytes" for f in a["attachments"]
+        ]
+    click.echo("\n".join(out))
+
+
+def _attachment_row(f: Any) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "filename": f.filename,
+        "content_type": f.content_type,
+        "size": f.size,
+        "sha256": f.blob_sha256,
+        "content_id": f.content_id,
+        "inline": f.inline,
+    }
+
+
+# -- mails ----------------------------------------------------------------
+
+
+@cli.group()
+def mail() -> None:
+    """Look at the mail the pipe received."""
+
+
+def _mail_row(m: Any) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "queue": m.queue,
+        "message_id": m.message_id,
+        "sender": m.sender,
+        "subject": m.subject,
+        "verdict": m.verdict,
+        "reason": m.reason,
+        "ticket_id": m.ticket_id,
+        "received_at": _iso(m.received_at),
+        "size": m.size,
+    }
+
+
+@mail.command("list")
+@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--verdict", help="Only this verdict (ticket, duplicate, pending, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: bool) -> None:
+    """List every recorded mail, newest first."""
+    from sqlalchemy import select
+
+    from helpdesk.models import MailRecord
+
+    query = select(MailRecord).order_by(MailRecord.id.desc())
+    if queue:
+        query = query.where(MailRecord.queue == queue)
+    if verdict:
+        query = query.where(MailRecord.verdict == verdict)
+    with obj.session() as session:
+        rows = [_mail_row(m) for m in session.scalars(query)]
+    lines = [
+        f"#{r['id']:<6} {r['queue']:<16} {r['verdict']:<10} "
+        f"{'#' + str(r['ticket_id']) if r['ticket_id'] else '-':<7} {r['sender'] or '-':<32} "
+        f"{r['subject'] or ''}"
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) if lines else "no mail")
+
+
+@mail.command("show")
+@click.argument("mail_id", type=int)
+@click.option("--raw", is_flag=True, help="Write the stored bytes, exactly as received.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
+    """Show one mail: envelope, verdict and why; or its raw bytes."""
+    from helpdesk.models import MailRaw
+    from helpdesk.models import MailRecord
+
+    with obj.session() as session:
+        if raw:
+            stored = session.get(MailRaw, mail_id)
+            if stored is None:
+                raise click.ClickException(f"no mail #{mail_id}")
+            out = click.get_binary_stream("stdout")
+            out.write(stored.data)
+            out.flush()
+            return
+        m = session.get(MailRecord, mail_id)
+        if m is None:
+            raise click.ClickException(f"no mail #{mail_id}")
+        data = _mail_row(m)
+        data["envelope"] = json.loads(m.envelope or "{}")
+        data["defects"] = json.loads(m.defects) if m.defects else []
+        data["raw_sha256"] = m.raw_sha256
+    text = "\n".join(
+        [
+            f"Mail #{data['id']} to queue {data['queue']}, received {data['received_at']}",
+            f"Envelope: {json.dumps(data['envelope'], ensure_ascii=False)}",
+            f"From: {data['sender']}  Message-ID: {data['message_id']}",
+            f"Subject: {data['subject']}",
+            f"Verdict: {data['verdict']}"
+            + (f" ({data['reason']})" if data["reason"] else "")
+            + (f" -> ticket #{data['ticket_id']}" if data["ticket_id"] else ""),
+        ]
+        + [f"Repaired: {d}" for d in data["defects"]]
+    )
+    _emit(data, as_json, text)

@@ -1,0 +1,70 @@
+"""Engine and session factory for everything but the pipe's hot path.
+
+SQLite gets WAL, a busy timeout, foreign keys and BEGIN IMMEDIATE on every
+transaction (research/perf-baseline.md item 7: a deferred transaction that
+reads then writes fails at once under contention). PostgreSQL goes through psycopg 3.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import Engine
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker
+
+from helpdesk.config import Settings
+from helpdesk.files import prepare_sqlite_path
+
+__all__ = ["engine_for", "session_factory", "sqlalchemy_url"]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg 3 whatever driver they name."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_events(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Take BEGIN away from pysqlite so the "begin" hook can issue IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str, busy_timeout: float) -> Engine:
+    if url.startswith("sqlite"):
+        prepare_sqlite_path(url)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        _sqlite_events(engine, busy_timeout)
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(1, int(busy_timeout))},
+    )
+
+
+def engine_for(settings: Settings) -> Engine:
+    """Return the (cached) engine for the configured database."""
+    return _engine(sqlalchemy_url(settings.database_url), settings.busy_timeout)
+
+
+def session_factory(settings: Settings) -> sessionmaker[Session]:
+    """Return a sessionmaker bound to the configured database."""
+    return sessionmaker(engine_for(settings), expire_on_commit=False)

@@ -1,0 +1,340 @@
+"""Decide the fate of one piped message: this module's sole job.
+
+The raw bytes are committed first, alone, with their envelope; that row is our
+shunt queue. The decision (duplicate or new ticket) and everything it changes
+commit together in a second transaction. A crash in between leaves a `pending`
+row that the MTA's retry (exit 75) picks up again, so nothing is lost and
+nothing is done twice.
+
+Exit codes speak sysexits to the MTA and are the only ones this returns:
+0 recorded (whatever the verdict), 65 never acceptable (empty, too big),
+75 try again later (database down or locked, disk full, bad config, a bug).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from helpdesk.config import ConfigError
+from helpdesk.config import Queue
+from helpdesk.config import Settings
+from helpdesk.config import load_settings
+from helpdesk.files import set_group_umask
+from helpdesk.ingest.parse import ParsedMail
+from helpdesk.ingest.parse import parse
+from helpdesk.store import IntegrityError
+from helpdesk.store import Store
+from helpdesk.store import StoreError
+from helpdesk.store import utcnow
+
+__all__ = ["EX_OK", "EX_DATAERR", "EX_TEMPFAIL", "Outcome", "deliver", "run", "main"]
+
+EX_OK, EX_DATAERR, EX_USAGE, EX_TEMPFAIL = 0, 65, 64, 75
+
+# What Postfix (local(8)) and Exim (pipe transport) tell a command about the envelope.
+ENVELOPE_VARIABLES = (
+    "SENDER",
+    "RECIPIENT",
+    "ORIGINAL_RECIPIENT",
+    "EXTENSION",
+    "LOCAL_PART",
+    "LOCAL_PART_SUFFIX",
+    "DOMAIN",
+    "CLIENT_ADDRESS",
+    "CLIENT_HELO",
+)
+NO_SUBJECT = {"fr": "(sans objet)", "en": "(no subject)"}
+
+log = logging.getLogger("helpdesk.deliver")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a message, and the exit code that tells the MTA."""
+
+    code: int
+    message: str
+    mail_id: int | None = None
+    verdict: str | None = None
+    ticket_id: int | None = None
+
+
+class DeliveryRefused(Exception):
+    """The message can be kept by the MTA but not taken now (exit 75)."""
+
+
+def envelope_from(environ: dict[str, str]) -> dict[str, str]:
+    """Pick the envelope the MTA passes in the environment."""
+    return {name: environ[name] for name in ENVELOPE_VARIABLES if name in environ}
+
+
+def _pick_queue(settings: Settings, queue_name: str | None, envelope: dict[str, str]) -> Queue:
+    if queue_name:
+        queue = settings.queues.get(queue_name)
+        if queue is None:
+            raise DeliveryRefused(
+                f"unknown queue {queue_name!r}: declare [queues.{queue_name}] in {settings.path}"
+            )
+        return queue
+    for variable in ("ORIGINAL_RECIPIENT", "RECIPIENT"):
+        recipient = envelope.get(variable)
+        if recipient:
+            queue = settings.queue_for(recipient)
+            if queue is not None:
+                return queue
+    raise DeliveryRefused(
+        f"no queue for recipient {envelope.get('RECIPIENT', '(none)')!r}: "
+        f"add --queue to the alias or the address to a queue in {settings.path}"
+    )
+
+
+def _record_raw(store: Store, queue: str, raw: bytes, digest: str, envelope: dict[str, str]) -> int:
+    """Commit the raw bytes, or find the row an interrupted attempt left pending."""
+    with store.transaction():
+        pending = store.scalar(
+            "SELECT id FROM mail_record WHERE queue = :queue AND raw_sha256 = :sha"
+            " AND verdict = 'pending' ORDER BY id LIMIT 1",
+            {"queue": queue, "sha": digest},
+        )
+        if pending is not None:
+            return int(pending)
+        mail_id = int(
+            store.scalar(
+                "INSERT INTO mail_record (queue, received_at, raw_sha256, size, envelope, verdict)"
+                " VALUES (:queue, :now, :sha, :size, :envelope, 'pending') RETURNING id",
+                {
+                    "queue": queue,
+                    "now": utcnow(),
+                    "sha": digest,
+                    "size": len(raw),
+                    "envelope": json.dumps(envelope, sort_keys=True),
+                },
+            )
+        )
+        store.execute(
+            "INSERT INTO mail_raw (mail_id, data) VALUES (:id, :data)", {"id": mail_id, "data": raw}
+        )
+        return mail_id
+
+
+def _requester(mail: ParsedMail, envelope: dict[str, str]) -> tuple[str, str]:
+    if mail.sender:
+        return mail.sender, mail.sender_name
+    sender = envelope.get("SENDER", "").strip()
+    return (sender.lower() or "unknown@invalid"), mail.sender_name
+
+
+def _decide(
+    store: Store,
+    queue: Queue,
+    mail_id: int,
+    mail: ParsedMail,
+    digest: str,
+    envelope: dict[str, str],
+) -> Outcome:
+    """Record the verdict and its consequences in one transaction."""
+    from helpdesk import workflow
+
+    dedup_key = (mail.message_id or f"sha256:{digest}")[:998]
+    with store.transaction():
+        verdict = store.scalar(
+            "SELECT verdict FROM mail_record WHERE id = :id" + store.for_update(), {"id": mail_id}
+        )
+        if verdict != "pending":
+            # A concurrent delivery of the very same bytes finished it first.
+            return Outcome(
+                EX_OK, f"mail #{mail_id} already recorded as {verdict}", mail_id, verdict
+            )
+        store.execute(
+            "UPDATE mail_record SET message_id = :msgid, sender = :sender, sender_name = :name,"
+            " subject = :subject, defects = :defects WHERE id = :id",
+            {
+                "id": mail_id,
+                "msgid": mail.message_id[:998] if mail.message_id else None,
+                "sender": mail.sender[:320] or None,
+                "name": mail.sender_name[:200] or None,
+                "subject": mail.subject,
+                "defects": json.dumps(mail.defects[:50]) if mail.defects else None,
+            },
+        )
+        earlier = store.one(
+            "SELECT id, ticket_id FROM mail_record WHERE queue = :queue AND dedup_key = :key",
+            {"queue": queue.name, "key": dedup_key},
+        )
+        if earlier is not None:
+            reason = (
+                f"same Message-ID as mail #{earlier[0]}"
+                if mail.message_id
+                else f"same bytes as mail #{earlier[0]} (no Message-ID)"
+            )
+            store.execute(
+                "UPDATE mail_record SET verdict = 'duplicate', reason = :reason,"
+                " ticket_id = :ticket WHERE id = :id",
+                {"reason": reason, "ticket": earlier[1], "id": mail_id},
+            )
+            return Outcome(EX_OK, reason, mail_id, "duplicate", earlier[1])
+        # Claim the key first: on PostgreSQL a concurrent twin blocks here, then fails.
+        store.execute(
+            "UPDATE mail_record SET dedup_key = :key WHERE id = :id",
+            {"key": dedup_key, "id": mail_id},
+        )
+        email, name = _requester(mail, envelope)
+        requester = workflow.ensure_person(store, email, name)
+        attachments = [
+            workflow.NewAttachment(a.filename, a.content_type, a.data, a.content_id, a.inline)
+            for a in mail.attachments
+        ]
+        ticket_id, _article_id = workflow.open_ticket(
+            store,
+            queue.name,
+            requester,
+            subject=mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"]),
+            body_text=mail.text,
+            body_html=mail.html,
+            attachments=attachments,
+            source="mail",
+            mail_id=mail_id,
+        )
+        store.execute(
+            "UPDATE mail_record SET verdict = 'ticket', ticket_id = :ticket WHERE id = :id",
+            {"ticket": ticket_id, "id": mail_id},
+        )
+    return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)
+
+
+def deliver(
+    raw: bytes, settings: Settings, queue_name: str | None, environ: dict[str, str]
+) -> Outcome:
+    """Record one message and decide what it becomes; raise StoreError or DeliveryRefused."""
+    if not raw.strip():
+        return Outcome(EX_DATAERR, "empty message: nothing to deliver")
+    if len(raw) > settings.max_size:
+        return Outcome(
+            EX_DATAERR,
+            f"message of {len(raw)} bytes is over this helpdesk's size limit of "
+            f"{settings.max_size} bytes",
+        )
+    envelope = envelope_from(environ)
+    queue = _pick_queue(settings, queue_name, envelope)
+    digest = hashlib.sha256(raw).hexdigest()
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        mail_id = _record_raw(store, queue.name, raw, digest, envelope)
+        mail = parse(raw)
+        for attempt in (1, 2):
+            try:
+                return _decide(store, queue, mail_id, mail, digest, envelope)
+            except IntegrityError:
+                # A concurrent delivery claimed the same Message-ID; the retry sees it.
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def _read_stdin(limit: int) -> tuple[bytes, bool]:
+    """Read the message, at most limit+1 bytes kept; drain the rest so the MTA sees no EPIPE."""
+    stream = sys.stdin.buffer
+    data = stream.read(limit + 1)
+    if len(data) <= limit:
+        return data, False
+    while stream.read(1 << 20):
+        pass
+    return data, True
+
+
+def _setup_logging(settings: Settings | None) -> None:
+    # The one stderr line is printed by run(); logging must not add a second one.
+    logger = logging.getLogger("helpdesk")
+    logger.addHandler(logging.NullHandler())
+    if settings is not None and settings.log_file:
+        try:
+            handler: logging.Handler = logging.FileHandler(settings.log_file)
+        except OSError:
+            return
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run(config: str | None, queue_name: str | None) -> int:
+    """Deliver stdin and return the exit code; print one line to stderr on failure."""
+    set_group_umask()
+    _setup_logging(None)
+    try:
+        settings = load_settings(config)
+        _setup_logging(settings)
+        raw, too_big = _read_stdin(settings.max_size)
+        if too_big:
+            outcome = Outcome(
+                EX_DATAERR,
+                f"message is over this helpdesk's size limit of {settings.max_size} bytes",
+            )
+        else:
+            outcome = deliver(raw, settings, queue_name, dict(os.environ))
+    except ConfigError as exc:
+        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: configuration: {exc}")
+    except DeliveryRefused as exc:
+        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: {exc}")
+    except StoreError as exc:
+        text = str(exc)
+        hint = (
+            " (run `helpdesk-pipe init`)"
+            if "no such table" in text or "does not exist" in text
+            else ""
+        )
+        outcome = Outcome(
+            EX_TEMPFAIL, f"helpdesk-pipe: database unavailable, will retry: {text}{hint}"
+        )
+    except MemoryError:
+        outcome = Outcome(EX_TEMPFAIL, "helpdesk-pipe: out of memory, will retry")
+    except OSError as exc:
+        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: system error, will retry: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug must defer the mail, never bounce or lose it
+        log.exception("delivery failed")
+        outcome = Outcome(
+            EX_TEMPFAIL, f"helpdesk-pipe: internal error, will retry: {type(exc).__name__}: {exc}"
+        )
+    if outcome.code != EX_OK:
+        line = " ".join(outcome.message.split())
+        if outcome.code == EX_DATAERR and not line.startswith("helpdesk-pipe"):
+            line = f"helpdesk-pipe: {line}"
+        print(line, file=sys.stderr)
+        log.warning("exit %s: %s", outcome.code, line)
+    else:
+        log.info("mail #%s: %s", outcome.mail_id, outcome.message)
+    return outcome.code
+
+
+def main(argv: list[str]) -> int:
+    """Parse `[--config F] deliver [--queue Q]` without click (it costs the pipe 100 ms)."""
+    config, queue_name = None, None
+    args = list(argv)
+    try:
+        while args:
+            arg = args.pop(0)
+            if arg in ("--config", "-c", "--queue", "-q"):
+                if not args:
+                    raise ValueError(f"{arg} needs a value")
+                value = args.pop(0)
+            elif arg.startswith(("--config=", "--queue=")):
+                arg, value = arg.split("=", 1)
+            elif arg == "deliver":
+                continue
+            elif arg in ("-h", "--help"):
+                print("usage: helpdesk-pipe [--config FILE] deliver [--queue NAME] < message")
+                return EX_OK
+            else:
+                raise ValueError(f"unexpected argument {arg!r}")
+            if arg in ("--config", "-c"):
+                config = value
+            else:
+                queue_name = value
+    except ValueError as exc:
+        # A wrong alias line must not bounce mail: defer until the sysadmin fixes it.
+        print(f"helpdesk-pipe: bad command line in the alias: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    return run(config, queue_name)

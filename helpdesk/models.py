@@ -1,0 +1,173 @@
+"""The schema as typed SQLAlchemy models: the source of truth for Alembic, the CLI and the web.
+
+The pipe's hot path (helpdesk.ingest.store) writes the same tables with plain DB-API
+SQL, because importing SQLAlchemy costs more than the whole delivery
+(research/perf-baseline.md); tests run both against the migrated schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from sqlalchemy import Boolean
+from sqlalchemy import DateTime
+from sqlalchemy import ForeignKey
+from sqlalchemy import Integer
+from sqlalchemy import LargeBinary
+from sqlalchemy import MetaData
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+
+__all__ = [
+    "Base",
+    "Person",
+    "Ticket",
+    "Article",
+    "Blob",
+    "Attachment",
+    "MailRecord",
+    "MailRaw",
+    "TICKET_STATUSES",
+    "VERDICTS",
+]
+
+TICKET_STATUSES = ("new", "assigned", "waiting", "resolved", "closed")
+# What became of a mail; `pending` means stored but not yet decided (a crash or a
+# temporary failure happened in between: the MTA's retry finishes it).
+VERDICTS = ("pending", "ticket", "followup", "duplicate", "auto-reply", "bounce", "loop", "list")
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
+timestamp = Annotated[datetime, mapped_column(DateTime(timezone=True))]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can refer to."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Person(Base):
+    """Anyone who writes to or works in the helpdesk, keyed by lower-cased address."""
+
+    __tablename__ = "person"
+
+    id: Mapped[intpk]
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[timestamp]
+
+
+class Ticket(Base):
+    """A request in a queue."""
+
+    __tablename__ = "ticket"
+
+    id: Mapped[intpk]
+    queue: Mapped[str] = mapped_column(String(100), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    created_at: Mapped[timestamp]
+    updated_at: Mapped[timestamp]
+
+    requester: Mapped[Person] = relationship(foreign_keys=[requester_id])
+    assignee: Mapped[Person | None] = relationship(foreign_keys=[assignee_id])
+    articles: Mapped[list[Article]] = relationship(back_populates="ticket", order_by="Article.id")
+
+
+class Article(Base):
+    """One entry in a ticket's thread: the first mail, a follow-up, a reply."""
+
+    __tablename__ = "article"
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    source: Mapped[str] = mapped_column(String(20))
+    mail_id: Mapped[int | None] = mapped_column(ForeignKey("mail_record.id"))
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[timestamp]
+
+    ticket: Mapped[Ticket] = relationship(back_populates="articles")
+    author: Mapped[Person] = relationship()
+    attachments: Mapped[list[Attachment]] = relationship(order_by="Attachment.id")
+
+
+class Blob(Base):
+    """Attachment content, stored once whatever the number of mails that carry it."""
+
+    __tablename__ = "blob"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """A file of an article, pointing at its content by digest."""
+
+    __tablename__ = "attachment"
+
+    id: Mapped[intpk]
+    article_id: Mapped[int] = mapped_column(ForeignKey("article.id"), index=True)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blob.sha256"))
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(200))
+    content_id: Mapped[str | None] = mapped_column(String(500))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class MailRecord(Base):
+    """Every message that reached the pipe, its envelope and what became of it."""
+
+    __tablename__ = "mail_record"
+    __table_args__ = (UniqueConstraint("queue", "dedup_key"),)
+
+    id: Mapped[intpk]
+    queue: Mapped[str] = mapped_column(String(100), index=True)
+    received_at: Mapped[timestamp]
+    raw_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    envelope: Mapped[str] = mapped_column(Text, default="{}")
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    sender_name: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    defects: Mapped[str | None] = mapped_column(Text)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    # Message-ID (or "sha256:<digest>" without one) of an accepted mail; NULL for
+    # the others. Unique per queue, so two concurrent deliveries of one message
+    # cannot both open a ticket, on SQLite or on PostgreSQL.
+    dedup_key: Mapped[str | None] = mapped_column(String(998))
+
+    raw: Mapped[MailRaw] = relationship(uselist=False)
+
+
+class MailRaw(Base):
+    """The exact bytes the MTA piped in, kept apart so listings never read them."""
+
+    __tablename__ = "mail_raw"
+
+    mail_id: Mapped[int] = mapped_column(ForeignKey("mail_record.id"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,176 @@
+"""A thin DB-API store for writes on the hot path: sqlite3 or psycopg, no SQLAlchemy.
+
+Importing SQLAlchemy costs several times a whole stdlib delivery
+(research/perf-baseline.md), so the pipe and the workflow write with plain SQL
+that both SQLite (3.35+, for RETURNING) and PostgreSQL accept. The schema itself
+is owned by helpdesk.models and Alembic; the storage tests run this SQL against
+the migrated schema on both databases.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from collections.abc import Mapping
+from contextlib import contextmanager
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from helpdesk.files import prepare_sqlite_path
+from helpdesk.files import sqlite_path
+
+__all__ = ["Store", "StoreError", "IntegrityError", "utcnow"]
+
+_NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class StoreError(Exception):
+    """The database refused or could not be reached: worth retrying later."""
+
+
+class IntegrityError(StoreError):
+    """A constraint was violated (a concurrent twin got there first)."""
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _sqlite_time(value: datetime) -> str:
+    # The exact text SQLAlchemy's SQLite DateTime writes and reads back (naive UTC).
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class Store:
+    """One database connection with explicit, short write transactions."""
+
+    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self.is_sqlite = url.startswith("sqlite")
+        self._conn: Any = None
+        self._errors: tuple[type[BaseException], ...] = ()
+        self._integrity: tuple[type[BaseException], ...] = ()
+
+    # -- connection -------------------------------------------------------
+    def connect(self) -> None:
+        """Open the connection; raise StoreError with a sysadmin-readable reason."""
+        if self.is_sqlite:
+            self._errors, self._integrity = (sqlite3.Error,), (sqlite3.IntegrityError,)
+            path = sqlite_path(self.url)
+            if path is None:
+                raise StoreError(f"unsupported SQLite URL {self.url!r}: use sqlite:///PATH")
+            prepare_sqlite_path(self.url)
+            try:
+                conn = sqlite3.connect(path, timeout=self.busy_timeout, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite database {path}: {exc}") from None
+            self._conn = conn
+            return
+        import psycopg  # only PostgreSQL users pay for it
+
+        self._errors, self._integrity = (psycopg.Error,), (psycopg.errors.IntegrityError,)
+        dsn = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", self.url)
+        try:
+            self._conn = psycopg.connect(dsn, connect_timeout=max(1, int(self.busy_timeout)))
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {_one_line(exc)}") from None
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors from a broken one."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection must not mask the cause
+                pass
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions -----------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Run a write transaction: BEGIN IMMEDIATE on SQLite, commit or roll back."""
+        try:
+            if self.is_sqlite:
+                self._conn.execute("BEGIN IMMEDIATE")
+            yield self
+            if self.is_sqlite:
+                self._conn.execute("COMMIT")
+            else:
+                self._conn.commit()
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, self._integrity):
+                raise IntegrityError(_one_line(exc)) from exc
+            if isinstance(exc, self._errors):
+                raise StoreError(_one_line(exc)) from exc
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            if self.is_sqlite:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            else:
+                self._conn.rollback()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+
+    # -- statements -------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql if self.is_sqlite else _NAMED.sub(r"%(\1)s", sql)
+
+    def _params(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        clean = {}
+        for key, value in params.items():
+            if isinstance(value, str):
+                value = _storable_text(value)
+            elif self.is_sqlite and isinstance(value, datetime):
+                value = _sqlite_time(value)
+            clean[key] = value
+        return clean
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run one statement with :named parameters; return the cursor."""
+        return self._conn.execute(self._sql(sql), self._params(params or {}))
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """Run a statement and return its first row, or None."""
+        return self.execute(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement and return the first column of its first row, or None."""
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    def for_update(self) -> str:
+        """Return the row-lock suffix for SELECT (SQLite's BEGIN IMMEDIATE already locks)."""
+        return "" if self.is_sqlite else " FOR UPDATE"
+
+
+def _storable_text(value: str) -> str:
+    """Drop what neither database stores as text: NUL (PostgreSQL) and lone surrogates."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,159 @@
+"""Shared fixtures: a fresh database on SQLite and on PostgreSQL, a config, the real pipe.
+
+PostgreSQL is required: the storage tests fail when it cannot be reached, unless
+HELPDESK_TEST_NO_POSTGRES=1 is set on purpose (then they are skipped, loudly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("HELPDESK_CORPUS", ROOT.parent / "shared" / "corpus"))
+PG_ADMIN_URL = os.environ.get("HELPDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+QUEUES_TOML = """
+[queues.dsi]
+addresses = ["dsi.support@univ.example"]
+group = "dsi"
+language = "fr"
+
+[queues.immobilier]
+addresses = ["immobilier.travaux@univ.example"]
+group = "immobilier"
+language = "fr"
+
+[queues.scd]
+addresses = ["scd.informatique@univ.example"]
+group = "scd"
+language = "en"
+"""
+
+
+def pipe_command() -> list[str]:
+    """Return the installed `helpdesk-pipe` next to this interpreter, else the checkout launcher."""
+    installed = Path(sys.executable).parent / "helpdesk-pipe"
+    if installed.exists():
+        return [str(installed)]
+    return [str(ROOT / "bin" / "helpdesk-pipe")]
+
+
+def _pg_schema_url(schema: str) -> str:
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    return f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'helpdesk.db'}"
+        return
+    if os.environ.get("HELPDESK_TEST_NO_POSTGRES") == "1":
+        pytest.skip("PostgreSQL tests disabled by HELPDESK_TEST_NO_POSTGRES=1")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL is required for the storage tests ({PG_ADMIN_URL}): {exc}")
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def write_config(directory: Path, url: str, extra: str = "") -> Path:
+    """Write a helpdesk.toml with the test queues; return its path."""
+    path = directory / "helpdesk.toml"
+    path.write_text(
+        f'[database]\nurl = "{url}"\nbusy_timeout = 20\n\n'
+        f'[log]\nfile = "{directory / "helpdesk.log"}"\n' + extra
+        + QUEUES_TOML,
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def config(db_url: str, tmp_path: Path) -> Path:
+    """A config pointing at a fresh, initialised database."""
+    path = write_config(tmp_path, db_url)
+    result = run_cli(path, "init")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def run_pipe(
+    config_path: Path,
+    raw: bytes,
+    queue: str | None = "dsi",
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[bytes]:
+    """Pipe one message into a real `helpdesk-pipe deliver` process, as the MTA does."""
+    args = [*pipe_command(), "--config", str(config_path), "deliver"]
+    if queue:
+        args += ["--queue", queue]
+    # The MTA's environment: a bare PATH, no HOME, the envelope in variables.
+    child_env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+    child_env.update(env or {})
+    return subprocess.run(args, input=raw, capture_output=True, env=child_env, timeout=timeout)
+
+
+def run_cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a `helpdesk-pipe` command as a subprocess; return its result (text)."""
+    return subprocess.run(
+        [*pipe_command(), "--config", str(config_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def cli_json(config_path: Path, *args: str) -> object:
+    """Run a `helpdesk-pipe ... --json` command and return the decoded output."""
+    result = run_cli(config_path, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def make_mail(
+    subject: str = "Imprimante en panne",
+    sender: str = "alice@univ.example",
+    body: str = "Bonjour,\nl'imprimante du bureau 12 ne marche plus.\n",
+    message_id: str | None = None,
+    extra_headers: str = "",
+) -> bytes:
+    """Build a small, well-formed text mail."""
+    message_id = message_id or f"<{uuid.uuid4().hex}@univ.example>"
+    return (
+        f"From: Alice Martin <{sender}>\r\n"
+        f"To: dsi.support@univ.example\r\n"
+        f"Subject: {subject}\r\n"
+        f"Date: Sat, 28 Nov 2026 09:00:00 +0100\r\n"
+        f"Message-ID: {message_id}\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n"
+        f"{extra_headers}"
+        f"\r\n{body}"
+    ).encode()
+
+
+def have(binary: str) -> bool:
+    """Tell whether a program is on PATH."""
+    return shutil.which(binary) is not None
