@@ -326,3 +326,23 @@ def test_mail_show_tells_the_journey(config: Path) -> None:
     assert json.loads(json.dumps(cli_json(config, "mail", "show", str(mail["id"]))))[
         "envelope"
     ] == {"SENDER": "alice@univ.example"}
+
+
+def test_a_mail_left_pending_by_a_crash_is_finished_by_the_retry(config: Path) -> None:
+    """Raw bytes committed, then the process died: the MTA's retry completes that record."""
+    import hashlib
+
+    from helpdesk.config import load_settings
+    from helpdesk.ingest.deliver import _record_raw
+    from helpdesk.store import Store
+
+    raw = make_mail(message_id="<crash@univ.example>")
+    settings = load_settings(config)
+    with Store(settings.database_url) as store:
+        mail_id = _record_raw(store, "dsi", raw, hashlib.sha256(raw).hexdigest(), {})
+    [pending] = cli_json(config, "mail", "list")
+    assert (pending["id"], pending["verdict"]) == (mail_id, "pending")
+    assert run_pipe(config, raw).returncode == 0
+    [done] = cli_json(config, "mail", "list")
+    assert (done["id"], done["verdict"]) == (mail_id, "ticket")
+    assert len(cli_json(config, "ticket", "list")) == 1

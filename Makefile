@@ -1,0 +1,60 @@
+# helpdesk-pipe: `make run` shows the pipe at work on SQLite, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIPE := $(VENV)/bin/helpdesk-pipe
+RUN_CONFIG := var/helpdesk.toml
+PYTEST_ARGS ?=
+
+.PHONY: venv run test test-fast test-deps lint bench bench-quick clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "python3 cannot make virtualenvs here: sudo apt-get install -y python3-venv" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Initialise ./var/helpdesk.db, pipe every example mail through the real command, list the tickets.
+run: venv
+	@mkdir -p var
+	@test -f $(RUN_CONFIG) || cp examples/helpdesk.toml $(RUN_CONFIG)
+	$(PIPE) --config $(RUN_CONFIG) init
+	@for mail in examples/mail/*.eml; do \
+	  queue=$$(basename "$$mail" .eml); queue=$${queue#*--}; \
+	  printf '%-48s -> queue %-12s ' "$$mail" "$$queue"; \
+	  $(PIPE) --config $(RUN_CONFIG) deliver --queue "$$queue" < "$$mail"; \
+	  echo "exit $$?"; \
+	done
+	$(PIPE) --config $(RUN_CONFIG) mail list
+	@echo
+	$(PIPE) --config $(RUN_CONFIG) ticket list
+	@echo; echo "Try: $(PIPE) --config $(RUN_CONFIG) ticket show 1"
+
+# What the tests need from the system (PostgreSQL); installs it when run as root.
+test-deps:
+	@bash .ci/deps.sh
+
+test: venv test-deps
+	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
+	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+# Everything but the slow end-to-end tests, for a quick local loop.
+test-fast: venv
+	$(VENV)/bin/pytest -ra -m 'not slow' $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
+
+bench: venv
+	bash bench/run.sh
+
+bench-quick: venv
+	QUICK=1 bash bench/run.sh
+
+clean:
+	rm -rf var build dist *.egg-info .pytest_cache test-artifacts bench/results

@@ -1,0 +1,42 @@
+"""The pipe is a fresh process per mail: its import path stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_mail
+from conftest import write_config
+
+FORBIDDEN = ("flask", "apscheduler", "alembic", "sqlalchemy", "click", "jinja2", "werkzeug")
+
+PROBE = """
+import sys
+from helpdesk.entry import main
+code = main(["--config", sys.argv[1], "deliver", "--queue", "dsi"])
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print(code, " ".join(loaded))
+"""
+
+
+def test_deliver_never_loads_web_scheduler_or_migrations(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'h.db'}")
+    init = subprocess.run(
+        [sys.executable, "-m", "helpdesk.entry", "--config", str(config), "init"],
+        capture_output=True,
+    )
+    assert init.returncode == 0, init.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(config)],
+        input=make_mail(),
+        capture_output=True,
+        text=False,
+    )
+    assert result.returncode == 0, result.stderr
+    code, modules = result.stdout.decode().split(" ", 1)
+    assert code == "0"
+    loaded = set(modules.split())
+    assert "mailparser" in loaded  # the probe did parse a mail
+    assert "helpdesk" in loaded
+    assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
