@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the helpdesk-pipe benchmark and rewrite the results block of bench/README.md.
+#   bench/run.sh                  full run (~3 min on 2 cores)
+#   QUICK=1 bench/run.sh          smoke test: few runs, README left alone (UPDATE_README=1 to force)
+#   PY=/path/to/python bench/run.sh   measure another interpreter (it must have helpdesk-pipe installed)
+# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, CHECK=1, KEEP=1):
+# see the docstring of bench/bench.py.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+PY=${PY:-$root/.venv/bin/python}
+
+if [ ! -x "$PY" ]; then
+    echo "bench/run.sh: no interpreter at $PY (make the venv, or set PY)" >&2
+    exit 2
+fi
+if ! "$PY" -c 'import helpdesk.ingest.deliver' 2>/dev/null; then
+    echo "bench/run.sh: $PY cannot import helpdesk (pip install -e . in that venv)" >&2
+    exit 2
+fi
+
+if [ ! -x /usr/bin/time ]; then
+    echo "bench/run.sh: GNU time is missing: apt-get install -y time" >&2
+    exit 2
+fi
+
+exec "$PY" "$here/bench.py" "$@"
