@@ -346,3 +346,32 @@ def test_a_mail_left_pending_by_a_crash_is_finished_by_the_retry(config: Path) -
     [done] = cli_json(config, "mail", "list")
     assert (done["id"], done["verdict"]) == (mail_id, "ticket")
     assert len(cli_json(config, "ticket", "list")) == 1
+
+
+@pytest.mark.slow
+def test_a_big_mail_keeps_its_attachment_intact(config: Path) -> None:
+    import base64
+    import hashlib
+
+    payload = os.urandom(18 * 1024 * 1024)
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    raw = (
+        b"From: dan@univ.example\r\nTo: dsi.support@univ.example\r\nSubject: gros fichier\r\n"
+        b"Message-ID: <big@univ.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nle voici\r\n"
+        b"--b\r\nContent-Type: application/zip\r\n"
+        b'Content-Disposition: attachment; filename="archive.zip"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b--\r\n"
+    )
+    assert len(raw) < 25 * 1024 * 1024
+    result = run_pipe(config, raw)
+    assert result.returncode == 0, result.stderr
+    [ticket] = cli_json(config, "ticket", "list")
+    [article] = cli_json(config, "ticket", "show", str(ticket["id"]))["articles"]
+    [attachment] = article["attachments"]
+    assert attachment["filename"] == "archive.zip"
+    assert attachment["size"] == len(payload)
+    assert attachment["sha256"] == hashlib.sha256(payload).hexdigest()
+    [mail] = cli_json(config, "mail", "list")
+    assert run_cli_bytes(config, "mail", "show", str(mail["id"]), "--raw") == raw
