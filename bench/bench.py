@@ -60,7 +60,8 @@ RATIO_TARGET = 8.0  # median(deliver, SQLite) / median(stdlib baseline)
 RSS_TARGET_MB = 250.0  # peak RSS of deliver on the 25 MB mail, MB = 10**6 bytes
 FORBIDDEN = ("flask", "apscheduler", "alembic")
 WATCHED = ("sqlalchemy", "click", "werkzeug", "jinja2", "mako", "psycopg", "mailparser")
-IMPORT_ROOTS = ("helpdesk.ingest.deliver", "helpdesk.ingest.parse", "mailparser")
+# The deliver path as the MTA runs it (helpdesk.entry dispatches `deliver` to it).
+IMPORT_ROOTS = ("helpdesk.entry", "helpdesk.ingest.deliver", "helpdesk.ingest.parse")
 
 # The MTA's environment: a bare PATH, no HOME (as tests/conftest.py run_pipe does).
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
@@ -266,7 +267,7 @@ def bench_latency(work: Path, pg: Postgres) -> dict:
     variants = [
         Variant("startup", "`python -c pass` (interpreter start-up only)", [PY, "-c", "pass"],
                 takes_mail=False),
-        Variant("imports", "`python -c 'import helpdesk.ingest.deliver, …parse, mailparser'`",
+        Variant("imports", "`python -c 'import helpdesk.entry, …deliver, …parse'`",
                 [PY, "-c", "import " + ", ".join(IMPORT_ROOTS)], takes_mail=False),
         Variant("baseline", "**stdlib baseline** `baseline_pipe.py` (WAL, synchronous=NORMAL)",
                 [PY, script, str(base_normal), "NORMAL"]),
@@ -540,7 +541,7 @@ def bench_imports(work: Path, latency: dict) -> dict:
         "watched_loaded": sorted({m.split(".")[0] for m in modules} & set(WATCHED)),
     }
 
-    # The same check on real deliveries (lazy imports included: mailparser, workflow, psycopg).
+    # The same check on real deliveries (lazy imports included: workflow, psycopg).
     real = {}
     pool = latency["extra_mails"]
     for key, cfg in latency["configs"].items():
@@ -585,7 +586,6 @@ def environment(pg: Postgres) -> dict:
         "sqlite": sqlite3.sqlite_version,
         "postgresql": pg.server_version,
         "pg_skipped": pg.skipped,
-        "mail-parser": version("mail-parser"),
         "psycopg": version("psycopg"),
         "git": rev,
         "pipe_command": " ".join(pipe_command()),
@@ -605,7 +605,7 @@ def render(res: dict) -> str:
     a = out.append
     a(f"Last run: {env['date']}, {env['platform']}, {env['cpus']} CPUs, Python "
       f"{env['python_version']} (`{env['python']}`), SQLite {env['sqlite']}, PostgreSQL "
-      f"{env['postgresql'] or 'skipped'}, mail-parser {env['mail-parser']}; load average at "
+      f"{env['postgresql'] or 'skipped'}; load average at "
       f"start {env['loadavg_start'][0]:.2f}; whole run {res['wall_s']:.0f} s."
       + (" **QUICK mode: smoke test, not representative.**" if env["quick"] else ""))
     a("")

@@ -291,9 +291,8 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
             stored = session.get(MailRaw, mail_id)
             if stored is None:
                 raise click.ClickException(f"no mail #{mail_id}")
-            out = click.get_binary_stream("stdout")
-            out.write(stored.data)
-            out.flush()
+            sys.stdout.buffer.write(stored.data)
+            sys.stdout.buffer.flush()
             return
         m = session.get(MailRecord, mail_id)
         if m is None:

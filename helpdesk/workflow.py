@@ -29,7 +29,7 @@ class NewAttachment:
 
 def ensure_person(store: Store, email: str, name: str = "") -> int:
     """Return the id of the person with this address, creating them if needed."""
-    email = email.strip().lower()
+    email = email.strip().lower()[:320]
     store.execute(
         "INSERT INTO person (email, name, created_at) VALUES (:email, :name, :now)"
         " ON CONFLICT (email) DO NOTHING",

