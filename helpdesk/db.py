@@ -7,8 +7,6 @@ reads then writes fails at once under contention). PostgreSQL goes through psyco
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
@@ -18,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from helpdesk.config import Settings
 from helpdesk.files import prepare_sqlite_path
 
-__all__ = ["engine_for", "session_factory", "sqlalchemy_url"]
+__all__ = ["dispose_engines", "engine_for", "session_factory", "sqlalchemy_url"]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -46,8 +44,24 @@ def _sqlite_events(engine: Engine, busy_timeout: float) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-@lru_cache(maxsize=8)
+_ENGINES: dict[tuple[str, float], Engine] = {}
+
+
 def _engine(url: str, busy_timeout: float) -> Engine:
+    key = (url, busy_timeout)
+    if key not in _ENGINES:
+        _ENGINES[key] = _make_engine(url, busy_timeout)
+    return _ENGINES[key]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection and forget the engines (tests, forked workers)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+def _make_engine(url: str, busy_timeout: float) -> Engine:
     if url.startswith("sqlite"):
         prepare_sqlite_path(url)
         engine = create_engine(url, connect_args={"timeout": busy_timeout})

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,17 +116,37 @@ def run_pipe(
     return subprocess.run(args, input=raw, capture_output=True, env=child_env, timeout=timeout)
 
 
-def run_cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a `helpdesk-pipe` command as a subprocess; return its result (text)."""
-    return subprocess.run(
-        [*pipe_command(), "--config", str(config_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+@dataclass
+class CliResult:
+    """What a command printed and returned, like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
 
 
-def cli_json(config_path: Path, *args: str) -> object:
+def run_cli(config_path: Path, *args: str) -> CliResult:
+    """Run a `helpdesk-pipe` command in-process (click's runner); the pipe itself runs apart.
+
+    Reading commands are run in-process because each subprocess pays SQLAlchemy's import
+    (about a second here); `deliver`, whose process is the point, goes through run_pipe.
+    """
+    from click.testing import CliRunner
+
+    from helpdesk.cli import cli
+    from helpdesk.db import dispose_engines
+
+    try:
+        result = CliRunner().invoke(cli, ["--config", str(config_path), *args])
+    finally:
+        dispose_engines()  # as a process exit would: SQLite checkpoints, nothing stays open
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr, result.stdout_bytes)
+
+
+def cli_json(config_path: Path, *args: str) -> Any:
     """Run a `helpdesk-pipe ... --json` command and return the decoded output."""
     result = run_cli(config_path, *args, "--json")
     assert result.returncode == 0, result.stderr
