@@ -1,0 +1,173 @@
+"""Turn the file parts of a message into ParsedAttachments: decoded, named, unique."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import quopri
+from email.message import Message
+
+from helpdesk.ingest.headertext import decode_header
+from helpdesk.ingest.headertext import unfold
+from helpdesk.ingest.mime import part_param
+from helpdesk.ingest.mime import walk_tree
+from helpdesk.ingest.parsed import ParsedAttachment
+from helpdesk.ingest.rawparts import MESSAGE_TYPES
+from helpdesk.ingest.rawparts import entity_bytes
+from helpdesk.ingest.rawparts import index_raw
+from helpdesk.ingest.tnef import unpack_tnef
+from helpdesk.ingest.transfer import decode_b64_body
+from helpdesk.ingest.transfer import payload_bytes
+from helpdesk.ingest.transfer import raw_bytes
+from helpdesk.ingest.transfer import to_lf
+from helpdesk.ingest.transfer import transfer_encoding
+
+# Zammad-style names for files that carry none.
+_STEMS = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/global-delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "message/feedback-report": "feedback-report.txt",
+    "text/rfc822-headers": "headers.txt",
+    "text/plain": "document.txt",
+    "text/html": "document.html",
+}
+_EXTENSIONS = {
+    "image/jpg": ".jpg",
+    "image/jpeg": ".jpg",
+    "image/pjpeg": ".jpg",
+    "video/quicktime": ".mov",
+}
+
+
+class AttachmentReader:
+    """Turns the parts of one message into a body and ParsedAttachments."""
+
+    def __init__(self, message: Message, data: bytes, hints: tuple[str, ...], defects: list[str]):
+        self.hints = hints
+        self.defects = defects
+        self.message = message
+        self.data = data
+        self.raw: dict[int, bytes] | None = None  # built when a message/* part needs it
+        self.names: set[str] = set()
+        self.tnef_text = ""
+        self.tnef_html = ""
+
+    def body_bytes(self, part: Message) -> bytes:
+        """The body of a message/* part, as raw as we can get it."""
+        if self.raw is None:
+            self.raw = {}
+            try:
+                index_raw(self.message, self.data, self.raw)
+            except Exception:  # noqa: BLE001 - without the index, messages are written back
+                self.raw.clear()
+        found = self.raw.get(id(part))
+        if found is None:
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                found = b"".join(entity_bytes(p) for p in payload if isinstance(p, Message))
+            else:
+                found = raw_bytes(payload or "")
+        cte = transfer_encoding(part)
+        if cte == "base64":
+            return decode_b64_body(found, self.defects)
+        if cte == "quoted-printable":
+            return quopri.decodestring(found)
+        return found if cte == "binary" else to_lf(found)
+
+    def files(self, parts: list[Message], nested: bool = False) -> list[ParsedAttachment]:
+        """Decode and name the file parts; unpack TNEF, and add the files of attached messages."""
+        out: list[ParsedAttachment] = []
+        for part in parts:
+            ctype = part.get_content_type()
+            if ctype.startswith("message/"):
+                data = self.body_bytes(part)
+                out.append(self._attachment(part, data, nested))
+                inner = part.get_payload()
+                if ctype in MESSAGE_TYPES and isinstance(inner, list) and len(inner) == 1:
+                    # The files of an attached message are attachments too (not its text).
+                    walk = walk_tree(inner[0], self.hints)
+                    out.extend(self.files(walk.files, nested=True))
+                continue
+            data = payload_bytes(part, self.defects)
+            attachment = self._attachment(part, data, nested)
+            if ctype == "application/ms-tnef" or attachment.filename.lower() == "winmail.dat":
+                tnef = unpack_tnef(data, self.defects)
+                if tnef is not None:
+                    if not nested:
+                        self.tnef_text = self.tnef_text or tnef.text
+                        self.tnef_html = self.tnef_html or tnef.html
+                    for item in tnef.files:
+                        item.filename = self._unique(item.filename)
+                    out.extend(tnef.files)
+                    continue
+            out.append(attachment)
+        return out
+
+    def _attachment(self, part: Message, data: bytes, nested: bool) -> ParsedAttachment:
+        ctype = part.get_content_type()
+        cid = unfold(str(part.get("content-id", "") or "")).strip().strip("<>").strip() or None
+        disposition = (part.get_content_disposition() or "").lower()
+        return ParsedAttachment(
+            filename=self._unique(self._filename(part, ctype, cid)),
+            content_type=ctype,
+            data=data,
+            content_id=cid,
+            inline=not nested
+            and (disposition == "inline" or (bool(cid) and disposition != "attachment")),
+        )
+
+    def _filename(self, part: Message, ctype: str, cid: str | None) -> str:
+        name = part_param(part, "filename", "content-disposition", self.hints) or part_param(
+            part, "name", "content-type", self.hints
+        )
+        if not name:
+            location = decode_header(part.get("content-location", ""), self.hints).strip()
+            name = location.rsplit("/", 1)[-1].split("?", 1)[0] if location else ""
+        if not name and ctype in MESSAGE_TYPES:
+            name = self._message_name(part)
+        description = " ".join(
+            decode_header(part.get("content-description", ""), self.hints).split()
+        )
+        if not name and cid and "@" in cid and "." in cid.split("@", 1)[0]:
+            name = cid.split("@", 1)[0]  # Outlook: <image001.png@01D...>
+        if not name and description and len(description) < 100:
+            name = description + (
+                os.path.splitext(_STEMS[ctype])[1] if ctype in _STEMS else _extension(ctype)
+            )
+        if not name:
+            name = _STEMS.get(ctype) or (
+                ctype.split("/")[0] if "/" in ctype else "file"
+            ) + _extension(ctype)
+        name = " ".join(name.replace("/", "_").replace("\\", "_").split()).strip(". ")
+        if len(name) > 200:  # a file system takes 255 bytes: keep the extension
+            stem, ext = os.path.splitext(name)
+            name = stem[: 200 - len(ext[:20])].rstrip() + ext[:20]
+        return name or "file"
+
+    def _message_name(self, part: Message) -> str:
+        inner = part.get_payload()
+        subject = ""
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            subject = " ".join(decode_header(inner[0].get("subject", ""), self.hints).split())
+        description = " ".join(
+            decode_header(part.get("content-description", ""), self.hints).split()
+        )
+        return f"{subject or description or 'message'}.eml"
+
+    def _unique(self, name: str) -> str:
+        """Zammad's rule: a second `image.jpg` becomes `image1.jpg`."""
+        if name not in self.names:
+            self.names.add(name)
+            return name
+        stem, dot, ext = name.partition(".") if "." in name[1:] else (name, "", "")
+        for i in range(1, 10000):
+            candidate = f"{stem}{i}{dot}{ext}"
+            if candidate not in self.names:
+                self.names.add(candidate)
+                return candidate
+        return name
+
+
+def _extension(ctype: str) -> str:
+    return _EXTENSIONS.get(ctype) or mimetypes.guess_extension(ctype, strict=False) or ""
