@@ -8,23 +8,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
 from helpdesk.store import Store
 from helpdesk.store import utcnow
 
-__all__ = ["NewAttachment", "ensure_person", "open_ticket", "add_article"]
+__all__ = ["FileData", "ensure_person", "open_ticket", "add_article"]
 
 
-@dataclass(frozen=True)
-class NewAttachment:
-    """A file to attach to an article."""
+class FileData(Protocol):
+    """A file to attach to an article: what a parsed mail part or an upload provides."""
 
     filename: str
     content_type: str
     data: bytes
-    content_id: str | None = None
-    inline: bool = False
+    content_id: str | None
+    inline: bool
 
 
 def ensure_person(store: Store, email: str, name: str = "") -> int:
@@ -64,7 +63,7 @@ def add_article(
     subject: str,
     body_text: str,
     body_html: str | None = None,
-    attachments: Sequence[NewAttachment] = (),
+    attachments: Sequence[FileData] = (),
     mail_id: int | None = None,
     internal: bool = False,
 ) -> int:
@@ -116,7 +115,7 @@ def open_ticket(
     subject: str,
     body_text: str,
     body_html: str | None = None,
-    attachments: Sequence[NewAttachment] = (),
+    attachments: Sequence[FileData] = (),
     source: str = "mail",
     mail_id: int | None = None,
 ) -> tuple[int, int]:

@@ -185,10 +185,6 @@ def _decide(
         )
         email, name = _requester(mail, envelope)
         requester = workflow.ensure_person(store, email, name)
-        attachments = [
-            workflow.NewAttachment(a.filename, a.content_type, a.data, a.content_id, a.inline)
-            for a in mail.attachments
-        ]
         ticket_id, _article_id = workflow.open_ticket(
             store,
             queue.name,
@@ -196,7 +192,7 @@ def _decide(
             subject=mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"]),
             body_text=mail.text,
             body_html=mail.html,
-            attachments=attachments,
+            attachments=mail.attachments,
             source="mail",
             mail_id=mail_id,
         )

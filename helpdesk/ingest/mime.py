@@ -32,7 +32,7 @@ RAW_HEADERS = _RawHeaders()
 _FEED_SLICE = 1 << 20
 
 
-def build_message(data: bytes, defects: list[str]) -> Message:
+def build_message(data: bytes) -> Message:
     """Build the stdlib tree (compat32), fed in slices.
 
     `email.message_from_bytes` decodes the whole message into one string and splits

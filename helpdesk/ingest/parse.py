@@ -63,7 +63,7 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMail:
     data = strip_mbox(raw)
     data = drop_bom(data, defects)
     data = repair_header_block(data, defects)
-    message = build_message(data, defects)
+    message = build_message(data)
     hints = charset_hints(message)
     mail = ParsedMail()
     fill_headers(mail, message, hints)
