@@ -375,3 +375,39 @@ def test_a_big_mail_keeps_its_attachment_intact(config: Path) -> None:
     assert attachment["sha256"] == hashlib.sha256(payload).hexdigest()
     [mail] = cli_json(config, "mail", "list")
     assert run_cli_bytes(config, "mail", "show", str(mail["id"]), "--raw") == raw
+
+
+def test_disk_full_defers_then_recovers(tmp_path: Path) -> None:
+    """SQLite on a full filesystem: exit 75, nothing half-written; space back, it goes in."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        config = write_config(tmp_path, f"sqlite:///{disk / 'helpdesk.db'}")
+        assert run_cli(config, "init").returncode == 0
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+            except OSError:
+                pass
+        raw = make_mail(body="x" * 200_000)
+        result = run_pipe(config, raw)
+        assert result.returncode == 75, result.stderr
+        assert "database unavailable" in _one_line_no_traceback(result.stderr)
+        filler.unlink()
+        result = run_pipe(config, raw)
+        assert result.returncode == 0, result.stderr
+        assert len(cli_json(config, "ticket", "list")) == 1
+        assert [m["verdict"] for m in cli_json(config, "mail", "list")] == ["ticket"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
