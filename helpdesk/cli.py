@@ -59,13 +59,24 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
         click.echo(text)
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import DBAPIError
+class _Group(click.Group):
+    """Turn database errors into one clear line instead of a traceback."""
 
-    return (DBAPIError,)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("sqlalchemy"):
+                raise
+            cause = getattr(exc, "orig", None) or exc
+            hint = " (run `helpdesk-pipe init`?)" if "no such table" in str(cause) else ""
+            raise click.ClickException(f"database: {' '.join(str(cause).split())}{hint}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+ID = click.IntRange(1, 2**31 - 1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "-c",
@@ -88,10 +99,7 @@ def init(obj: Context) -> None:
     from helpdesk.migrate import upgrade
 
     set_group_umask()
-    try:
-        before, after = upgrade(obj.settings)
-    except _database_errors() as exc:
-        raise click.ClickException(f"database: {' '.join(str(exc.orig).split())}") from None
+    before, after = upgrade(obj.settings)
     if before == after:
         click.echo(f"database is up to date (revision {after})")
     else:
@@ -157,7 +165,7 @@ def ticket_list(obj: Context, queue: str | None, status: str | None, as_json: bo
 
 
 @ticket.command("show")
-@click.argument("ticket_id", type=int)
+@click.argument("ticket_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
@@ -277,7 +285,7 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
 
 
 @mail.command("show")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--raw", is_flag=True, help="Write the stored bytes, exactly as received.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx

@@ -6,15 +6,20 @@ Stdlib only: the pipe loads this on every delivery.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from urllib.parse import quote
+
+from helpdesk.files import sqlite_path
 
 __all__ = ["ConfigError", "Queue", "Settings", "load_settings", "DEFAULT_CONFIG_PATH"]
 
 DEFAULT_CONFIG_PATH = "/etc/helpdesk/helpdesk.toml"
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class ConfigError(Exception):
@@ -32,13 +37,19 @@ class Queue:
 
     def matches(self, address: str) -> bool:
         """Tell whether an envelope recipient (any case, any +extension) is this queue's."""
-        local, _, domain = address.strip().lower().rpartition("@")
+        local, domain = _split_address(address)
         local = local.split("+", 1)[0]
         for own in self.addresses:
-            own_local, _, own_domain = own.lower().rpartition("@")
+            own_local, own_domain = _split_address(own)
             if local == own_local and (not own_domain or not domain or own_domain == domain):
                 return True
         return False
+
+
+def _split_address(address: str) -> tuple[str, str]:
+    """Split into (local part, domain), lower-cased; a bare name has no domain."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    return (local, domain) if at else (domain, "")
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,10 @@ class Settings:
 
 def _resolve_sqlite(url: str, base: Path | None) -> str:
     """Make a relative SQLite path relative to the config file, not to the MTA's cwd."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or base is None:
+    path = sqlite_path(url)
+    if path is None or base is None or os.path.isabs(path):
         return url
-    path = url[len(prefix) :]
-    if not path or path.startswith("/") or path.startswith(":memory:"):
-        return url
-    return prefix + str((base / path).resolve())
+    return "sqlite:///" + quote(str((base / path).resolve()))
 
 
 def _queues(raw: dict) -> dict[str, Queue]:
@@ -76,6 +84,8 @@ def _queues(raw: dict) -> dict[str, Queue]:
     for name, spec in raw.items():
         if not isinstance(spec, dict):
             raise ConfigError(f"[queues.{name}] must be a table")
+        if not _QUEUE_NAME.fullmatch(name):
+            raise ConfigError(f"queue name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
         addresses = spec.get("addresses", spec.get("address", []))
         if isinstance(addresses, str):
             addresses = [addresses]
@@ -108,19 +118,35 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {config_path}: {exc}") from None
     base = config_path.resolve().parent
-    database = data.get("database", {})
-    mail = data.get("mail", {})
+    database = _table(data, "database", config_path)
+    mail = _table(data, "mail", config_path)
+    log = _table(data, "log", config_path)
     url = os.environ.get("HELPDESK_DATABASE_URL") or database.get("url")
-    if not url:
+    if not url or not isinstance(url, str):
         raise ConfigError(f"{config_path}: [database] url is not set")
-    try:
-        return Settings(
-            database_url=_resolve_sqlite(str(url), base),
-            path=config_path,
-            busy_timeout=float(database.get("busy_timeout", 30)),
-            max_size=int(mail.get("max_size", DEFAULT_MAX_SIZE)),
-            queues=_queues(data.get("queues", {})),
-            log_file=data.get("log", {}).get("file"),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config_path}: {exc}") from None
+    busy_timeout = database.get("busy_timeout", 30)
+    if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+        raise ConfigError(f"{config_path}: [database] busy_timeout must be a number of seconds")
+    if not 0 < busy_timeout < 86400:
+        raise ConfigError(f"{config_path}: [database] busy_timeout must be between 0 and 86400")
+    max_size = mail.get("max_size", DEFAULT_MAX_SIZE)
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
+        raise ConfigError(f"{config_path}: [mail] max_size must be a positive number of bytes")
+    log_file = log.get("file")
+    if log_file is not None and not isinstance(log_file, str):
+        raise ConfigError(f"{config_path}: [log] file must be a path")
+    return Settings(
+        database_url=_resolve_sqlite(url, base),
+        path=config_path,
+        busy_timeout=float(busy_timeout),
+        max_size=max_size,
+        queues=_queues(_table(data, "queues", config_path)),
+        log_file=log_file,
+    )
+
+
+def _table(data: dict, name: str, config_path: Path) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{config_path}: [{name}] must be a table")
+    return value

@@ -6,7 +6,9 @@ import sys
 
 __all__ = ["main"]
 
-_GLOBAL_WITH_VALUE = ("--config", "-c")
+# Options that take a value; `deliver`'s own are here too, so that an alias line that
+# puts --queue first still reaches deliver (click would exit 2: a bounce).
+_GLOBAL_WITH_VALUE = ("--config", "-c", "--queue", "-q")
 
 
 def _command(argv: list[str]) -> str | None:

@@ -8,6 +8,7 @@ read-write and never world-readable.
 from __future__ import annotations
 
 import os
+from urllib.parse import unquote
 
 __all__ = ["GROUP_UMASK", "set_group_umask", "sqlite_path", "prepare_sqlite_path"]
 
@@ -23,7 +24,8 @@ def sqlite_path(url: str) -> str | None:
     """Return the file path of a sqlite:/// URL, or None for anything else."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
         if url.startswith(prefix):
-            path = url[len(prefix) :].split("?", 1)[0]
+            # Percent-decoded, as SQLAlchemy reads it: both must open the same file.
+            path = unquote(url[len(prefix) :].split("?", 1)[0])
             return None if path in ("", ":memory:") else path
     return None
 

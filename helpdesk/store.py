@@ -80,6 +80,9 @@ class Store:
         dsn = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", self.url)
         try:
             self._conn = psycopg.connect(dsn, connect_timeout=max(1, int(self.busy_timeout)))
+            # Waiting on a row lock is bounded like SQLite's busy timeout: then exit 75.
+            self._conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+            self._conn.commit()
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {_one_line(exc)}") from None
 

@@ -37,12 +37,44 @@ def test_help(args: list[str]) -> None:
     assert "Usage:" in result.output
 
 
-def test_deliver_help_through_the_fast_path() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "helpdesk.entry", "deliver", "--help"], capture_output=True
-    )
+def test_deliver_help_on_a_terminal_prints_usage() -> None:
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "helpdesk.entry", "deliver", "--help"],
+            stdin=secondary,
+            capture_output=True,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
     assert result.returncode == 0
     assert b"deliver [--queue NAME]" in result.stdout
+
+
+def test_deliver_help_in_an_alias_defers_instead_of_eating_the_mail() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "helpdesk.entry", "deliver", "--help"],
+        input=make_mail(),
+        capture_output=True,
+    )
+    assert result.returncode == 75
+    assert result.stderr.decode().count("\n") == 1
+    assert b"--help" in result.stderr
+
+
+def test_reading_before_init_says_so_without_traceback(db_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, db_url)
+    result = run_cli(config, "mail", "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: database:")
+    assert "Traceback" not in result.stderr
+    huge = run_cli(config, "mail", "show", "99999999999999999999")
+    assert huge.returncode == 2
+    assert "is not in the range" in huge.stderr
 
 
 def test_init_is_idempotent(db_url: str, tmp_path: Path) -> None:

@@ -411,3 +411,61 @@ def test_disk_full_defers_then_recovers(tmp_path: Path) -> None:
         assert [m["verdict"] for m in cli_json(config, "mail", "list")] == ["ticket"]
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_long_non_ascii_message_id_is_kept_and_deduplicated(config: Path) -> None:
+    # ~3 KB of UTF-8: more than PostgreSQL's btree row limit if it were indexed as is.
+    message_id = "<" + "漢" * 990 + "@univ.example>"
+    raw = make_mail(message_id=message_id)
+    assert run_pipe(config, raw).returncode == 0
+    again = run_pipe(config, make_mail(message_id=message_id, body="encore\n"))
+    assert again.returncode == 0, again.stderr
+    mails = cli_json(config, "mail", "list")
+    assert sorted(m["verdict"] for m in mails) == ["duplicate", "ticket"]
+    assert {m["message_id"] for m in mails} == {message_id[:998]}  # the column holds 998
+
+
+def test_queue_option_before_the_command_still_delivers(config: Path) -> None:
+    import subprocess
+
+    from conftest import pipe_command
+
+    result = subprocess.run(
+        [*pipe_command(), "--queue", "scd", "--config", str(config), "deliver"],
+        input=make_mail(),
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [t["queue"] for t in cli_json(config, "ticket", "list")] == ["scd"]
+
+
+def test_an_unwritable_log_file_adds_nothing_to_stderr(db_url: str, tmp_path: Path) -> None:
+    config = write_config(tmp_path, db_url)
+    assert run_cli(config, "init").returncode == 0
+    text = config.read_text().replace(str(tmp_path / "helpdesk.log"), "/dev/full")
+    config.write_text(text)
+    result = run_pipe(config, make_mail())
+    assert result.returncode == 0
+    assert result.stderr == b""
+    unknown = run_pipe(config, make_mail(), queue="nope")
+    assert unknown.returncode == 75
+    _one_line_no_traceback(unknown.stderr)
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        '[database]\nurl = "sqlite:///x.db"\n[mail]\nmax_size = 0\n',
+        '[database]\nurl = "sqlite:///x.db"\nbusy_timeout = nan\n',
+        'database = "x"\n',
+        '[database]\nurl = "sqlite:///x.db"\n[log]\nfile = 5\n',
+        '[database]\nurl = "sqlite:///x.db"\n[queues.dsi]\naddresses = []\n[queues."a b"]\n',
+    ],
+)
+def test_a_config_mistake_defers_with_a_clear_line(tmp_path: Path, section: str) -> None:
+    path = tmp_path / "helpdesk.toml"
+    path.write_text(section)
+    result = run_pipe(path, make_mail())
+    assert result.returncode == 75
+    line = _one_line_no_traceback(result.stderr)
+    assert line.startswith("helpdesk-pipe: configuration:"), line

@@ -140,7 +140,12 @@ def _decide(
     """Record the verdict and its consequences in one transaction."""
     from helpdesk import workflow
 
-    dedup_key = (mail.message_id or f"sha256:{digest}")[:998]
+    # A digest, not the Message-ID itself: a long non-ASCII one would overflow
+    # PostgreSQL's btree row limit and defer the mail forever.
+    if mail.message_id:
+        dedup_key = "mid:" + hashlib.sha256(mail.message_id.encode("utf-8", "replace")).hexdigest()
+    else:
+        dedup_key = f"sha256:{digest}"
     with store.transaction():
         verdict = store.scalar(
             "SELECT verdict FROM mail_record WHERE id = :id" + store.for_update(), {"id": mail_id}
@@ -243,12 +248,16 @@ def _read_stdin(limit: int) -> tuple[bytes, bool]:
 
 
 def _setup_logging(settings: Settings | None) -> None:
-    # The one stderr line is printed by run(); logging must not add a second one.
+    # The one stderr line is printed by run(); logging must not add a second one,
+    # not even the traceback logging prints when its own file cannot be written.
+    logging.raiseExceptions = False
     logger = logging.getLogger("helpdesk")
     logger.addHandler(logging.NullHandler())
     if settings is not None and settings.log_file:
         try:
-            handler: logging.Handler = logging.FileHandler(settings.log_file)
+            handler: logging.Handler = logging.FileHandler(
+                settings.log_file, encoding="utf-8", errors="backslashreplace"
+            )
         except OSError:
             return
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -289,6 +298,8 @@ def run(config: str | None, queue_name: str | None) -> int:
         outcome = Outcome(EX_TEMPFAIL, "helpdesk-pipe: out of memory, will retry")
     except OSError as exc:
         outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: system error, will retry: {exc}")
+    except KeyboardInterrupt:
+        outcome = Outcome(EX_TEMPFAIL, "helpdesk-pipe: interrupted, will retry")
     except Exception as exc:  # noqa: BLE001 - a bug must defer the mail, never bounce or lose it
         log.exception("delivery failed")
         outcome = Outcome(
@@ -321,6 +332,9 @@ def main(argv: list[str]) -> int:
             elif arg == "deliver":
                 continue
             elif arg in ("-h", "--help"):
+                if not sys.stdin.isatty():
+                    # An alias line with --help must not swallow the mail it was given.
+                    raise ValueError("--help given while a message waits on stdin")
                 print("usage: helpdesk-pipe [--config FILE] deliver [--queue NAME] < message")
                 return EX_OK
             else:
