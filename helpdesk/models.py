@@ -156,9 +156,10 @@ class MailRecord(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     defects: Mapped[str | None] = mapped_column(Text)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
-    # Message-ID (or "sha256:<digest>" without one) of an accepted mail; NULL for
-    # the others. Unique per queue, so two concurrent deliveries of one message
-    # cannot both open a ticket, on SQLite or on PostgreSQL.
+    # "mid:<sha256 of the Message-ID>" (or "sha256:<digest of the raw bytes>" without
+    # one) of an accepted mail; NULL for the others. Unique per queue, so two
+    # concurrent deliveries of one message cannot both open a ticket, on SQLite or on
+    # PostgreSQL.
     dedup_key: Mapped[str | None] = mapped_column(String(998))
 
     raw: Mapped[MailRaw] = relationship(uselist=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import quopri
 from email.message import Message
 
 from helpdesk.ingest.headertext import decode_header
@@ -16,10 +15,9 @@ from helpdesk.ingest.rawparts import MESSAGE_TYPES
 from helpdesk.ingest.rawparts import entity_bytes
 from helpdesk.ingest.rawparts import index_raw
 from helpdesk.ingest.tnef import unpack_tnef
-from helpdesk.ingest.transfer import decode_b64_body
+from helpdesk.ingest.transfer import decode_transfer
 from helpdesk.ingest.transfer import payload_bytes
 from helpdesk.ingest.transfer import raw_bytes
-from helpdesk.ingest.transfer import to_lf
 from helpdesk.ingest.transfer import transfer_encoding
 
 # Zammad-style names for files that carry none.
@@ -68,12 +66,7 @@ class AttachmentReader:
                 found = b"".join(entity_bytes(p) for p in payload if isinstance(p, Message))
             else:
                 found = raw_bytes(payload or "")
-        cte = transfer_encoding(part)
-        if cte == "base64":
-            return decode_b64_body(found, self.defects)
-        if cte == "quoted-printable":
-            return quopri.decodestring(found)
-        return found if cte == "binary" else to_lf(found)
+        return decode_transfer(found, transfer_encoding(part), self.defects)
 
     def files(self, parts: list[Message], nested: bool = False) -> list[ParsedAttachment]:
         """Decode and name the file parts; unpack TNEF, and add the files of attached messages."""
@@ -126,9 +119,7 @@ class AttachmentReader:
             name = location.rsplit("/", 1)[-1].split("?", 1)[0] if location else ""
         if not name and ctype in MESSAGE_TYPES:
             name = self._message_name(part)
-        description = " ".join(
-            decode_header(part.get("content-description", ""), self.hints).split()
-        )
+        description = self._description(part)
         if not name and cid and "@" in cid and "." in cid.split("@", 1)[0]:
             name = cid.split("@", 1)[0]  # Outlook: <image001.png@01D...>
         if not name and description and len(description) < 100:
@@ -150,10 +141,11 @@ class AttachmentReader:
         subject = ""
         if isinstance(inner, list) and inner and isinstance(inner[0], Message):
             subject = " ".join(decode_header(inner[0].get("subject", ""), self.hints).split())
-        description = " ".join(
-            decode_header(part.get("content-description", ""), self.hints).split()
-        )
+        description = self._description(part)
         return f"{subject or description or 'message'}.eml"
+
+    def _description(self, part: Message) -> str:
+        return " ".join(decode_header(part.get("content-description", ""), self.hints).split())
 
     def _unique(self, name: str) -> str:
         """Zammad's rule: a second `image.jpg` becomes `image1.jpg`."""

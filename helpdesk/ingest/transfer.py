@@ -60,12 +60,17 @@ def payload_bytes(part: Message, defects: list[str]) -> bytes:
     payload = part._payload  # noqa: SLF001 - the undecoded text, bytes kept as surrogates
     raw = raw_bytes(payload if isinstance(payload, str) else "")
     cte = transfer_encoding(part)
+    if cte == "uuencode":
+        return _uudecode(raw, defects)
+    return decode_transfer(raw, cte, defects)
+
+
+def decode_transfer(raw: bytes, cte: str, defects: list[str]) -> bytes:
+    """Undo base64 or quoted-printable; binary stays as is, text gets LF line ends."""
     if cte == "base64":
         return decode_b64_body(raw, defects)
     if cte == "quoted-printable":
         return quopri.decodestring(raw)
-    if cte == "uuencode":
-        return _uudecode(raw, defects)
     if cte == "binary":
         return raw
     return to_lf(raw)
