@@ -1,0 +1,1 @@
+"""Outgoing mail: templates, outbox, transports, rate caps."""
