@@ -15,11 +15,23 @@ from urllib.parse import quote
 
 from helpdesk.files import sqlite_path
 
-__all__ = ["ConfigError", "Queue", "Settings", "load_settings", "DEFAULT_CONFIG_PATH"]
+__all__ = [
+    "ConfigError",
+    "Limits",
+    "Outgoing",
+    "Queue",
+    "Settings",
+    "load_settings",
+    "DEFAULT_CONFIG_PATH",
+]
 
 DEFAULT_CONFIG_PATH = "/etc/helpdesk/helpdesk.toml"
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_MAKE_KEY = (
+    "use at least 16 characters, made with: "
+    "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+)
 
 
 class ConfigError(Exception):
@@ -34,6 +46,11 @@ class Queue:
     addresses: tuple[str, ...]
     group: str
     language: str = "fr"
+    display_name: str = ""
+
+    def address(self, domain: str) -> str:
+        """The address our mail for this queue comes from."""
+        return self.addresses[0] if self.addresses else f"{self.name}@{domain}"
 
     def matches(self, address: str) -> bool:
         """Tell whether an envelope recipient (any case, any +extension) is this queue's."""
@@ -44,6 +61,29 @@ class Queue:
             if local == own_local and (not own_domain or not domain or own_domain == domain):
                 return True
         return False
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """How outgoing mail leaves: [outgoing] in the config."""
+
+    transport: str = "smtp"  # smtp | sendmail | directory
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"  # none | starttls | tls
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    sendmail: str = "/usr/sbin/sendmail"
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on automatic mail to one address: [limits] in the config."""
+
+    per_hour: int = 10
+    per_day: int = 40
 
 
 def _split_address(address: str) -> tuple[str, str]:
@@ -62,6 +102,36 @@ class Settings:
     max_size: int = DEFAULT_MAX_SIZE
     queues: dict[str, Queue] = field(default_factory=dict)
     log_file: str | None = None
+    groups: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    outgoing: Outgoing = field(default_factory=Outgoing)
+    limits: Limits = field(default_factory=Limits)
+    secret_key: str = ""
+    base_url: str = "http://localhost:8080"
+    mail_domain: str = ""
+    instance: str = ""
+    subject_tag: str = "HD"
+    templates: str | None = None
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+    def signing_key(self) -> str:
+        """The secret that signs reply addresses; ConfigError when none is set."""
+        if not self.secret_key:
+            raise ConfigError(f"{self.path}: [security] secret_key is not set: {_MAKE_KEY}")
+        return self.secret_key
+
+    def technicians(self, queue: Queue) -> tuple[tuple[str, str], ...]:
+        """The (email, name) of the technicians who serve a queue."""
+        return self.groups.get(queue.group, ())
+
+    def domain_for(self, queue: Queue) -> str:
+        """The domain of our Message-IDs and reply addresses for a queue."""
+        if self.mail_domain:
+            return self.mail_domain
+        for address in queue.addresses:
+            local, domain = _split_address(address)
+            if domain:
+                return domain
+        return "localhost"
 
     def queue_for(self, recipient: str) -> Queue | None:
         """Find the queue whose address matches an envelope recipient."""
@@ -97,6 +167,7 @@ def _queues(raw: dict) -> dict[str, Queue]:
             addresses=tuple(str(a) for a in addresses),
             group=str(spec.get("group", name)),
             language=language,
+            display_name=str(spec.get("display_name", name)),
         )
     return queues
 
@@ -135,14 +206,131 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     log_file = log.get("file")
     if log_file is not None and not isinstance(log_file, str):
         raise ConfigError(f"{config_path}: [log] file must be a path")
+    web = _table(data, "web", config_path)
+    base_url = _string(web, "base_url", "web", config_path) or "http://localhost:8080"
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{config_path}: [web] base_url must start with http:// or https://")
+    queues = _queues(_table(data, "queues", config_path))
+    mail_domain = (_string(mail, "domain", "mail", config_path) or "").lower()
+    authserv = mail.get("trusted_authserv_ids", [])
+    if isinstance(authserv, str):
+        authserv = [authserv]
+    if not isinstance(authserv, list) or not all(isinstance(a, str) for a in authserv):
+        raise ConfigError(f"{config_path}: [mail] trusted_authserv_ids must be a list of names")
+    tag = _string(mail, "subject_tag", "mail", config_path) or "HD"
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,30}", tag):
+        raise ConfigError(
+            f"{config_path}: [mail] subject_tag: use 1-30 letters, digits, '.', '_', '-'"
+        )
+    templates = _string(mail, "templates", "mail", config_path)
+    if templates and not os.path.isabs(templates):
+        templates = str(base / templates)
     return Settings(
         database_url=_resolve_sqlite(url, base),
         path=config_path,
         busy_timeout=float(busy_timeout),
         max_size=max_size,
-        queues=_queues(_table(data, "queues", config_path)),
+        queues=queues,
         log_file=log_file,
+        groups=_groups(_table(data, "groups", config_path), config_path),
+        outgoing=_outgoing(_table(data, "outgoing", config_path), base, config_path),
+        limits=_limits(_table(data, "limits", config_path), config_path),
+        secret_key=_secret_key(_table(data, "security", config_path), base, config_path),
+        base_url=base_url.rstrip("/"),
+        mail_domain=mail_domain,
+        instance=_string(mail, "instance", "mail", config_path) or os.uname().nodename,
+        subject_tag=tag,
+        templates=templates,
+        trusted_authserv_ids=tuple(a.strip().lower() for a in authserv),
     )
+
+
+def _string(table: dict, key: str, name: str, config_path: Path) -> str | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{config_path}: [{name}] {key} must be a string")
+    return value
+
+
+def _number(table: dict, key: str, default: float, name: str, config_path: Path) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{config_path}: [{name}] {key} must be a positive number")
+    return value
+
+
+def _groups(raw: dict, config_path: Path) -> dict[str, tuple[tuple[str, str], ...]]:
+    from email.utils import parseaddr
+
+    groups = {}
+    for name, spec in raw.items():
+        members = spec.get("technicians", []) if isinstance(spec, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigError(
+                f"{config_path}: [groups.{name}] technicians must be a list of addresses"
+            )
+        people = []
+        for member in members:
+            display, address = parseaddr(member)
+            if "@" not in address:
+                raise ConfigError(f"{config_path}: [groups.{name}] {member!r} is not an address")
+            people.append((address.lower(), display))
+        groups[name] = tuple(people)
+    return groups
+
+
+def _outgoing(raw: dict, base: Path, config_path: Path) -> Outgoing:
+    transport = _string(raw, "transport", "outgoing", config_path) or "smtp"
+    if transport not in ("smtp", "sendmail", "directory"):
+        raise ConfigError(
+            f"{config_path}: [outgoing] transport must be smtp, sendmail or directory"
+        )
+    security = _string(raw, "security", "outgoing", config_path) or "none"
+    if security not in ("none", "starttls", "tls"):
+        raise ConfigError(f"{config_path}: [outgoing] security must be none, starttls or tls")
+    directory = _string(raw, "directory", "outgoing", config_path)
+    if transport == "directory" and not directory:
+        raise ConfigError(f"{config_path}: [outgoing] transport directory needs a directory")
+    if directory and not os.path.isabs(directory):
+        directory = str(base / directory)
+    port = raw.get("port", 465 if security == "tls" else 25)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{config_path}: [outgoing] port must be a TCP port number")
+    return Outgoing(
+        transport=transport,
+        host=_string(raw, "host", "outgoing", config_path) or "localhost",
+        port=port,
+        security=security,
+        username=_string(raw, "username", "outgoing", config_path),
+        password=_string(raw, "password", "outgoing", config_path),
+        timeout=float(_number(raw, "timeout", 30, "outgoing", config_path)) or 30.0,
+        sendmail=_string(raw, "sendmail", "outgoing", config_path) or "/usr/sbin/sendmail",
+        directory=directory,
+    )
+
+
+def _limits(raw: dict, config_path: Path) -> Limits:
+    values = {}
+    for key in ("per_hour", "per_day"):
+        value = raw.get(key, getattr(Limits, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{config_path}: [limits] {key} must be a whole number >= 0")
+        values[key] = value
+    return Limits(**values)
+
+
+def _secret_key(raw: dict, base: Path, config_path: Path) -> str:
+    key = _string(raw, "secret_key", "security", config_path)
+    key_file = _string(raw, "secret_key_file", "security", config_path)
+    if not key and key_file:
+        path = Path(key_file) if os.path.isabs(key_file) else base / key_file
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: [security] secret_key_file: {exc}") from None
+    if key and len(key) < 16:
+        raise ConfigError(f"{config_path}: [security] secret_key is too short: {_MAKE_KEY}")
+    return key or ""
 
 
 def _table(data: dict, name: str, config_path: Path) -> dict:

@@ -13,6 +13,7 @@ from typing import Annotated
 from sqlalchemy import Boolean
 from sqlalchemy import DateTime
 from sqlalchemy import ForeignKey
+from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import LargeBinary
 from sqlalchemy import MetaData
@@ -33,14 +34,23 @@ __all__ = [
     "Attachment",
     "MailRecord",
     "MailRaw",
+    "OutboxMessage",
+    "AccessToken",
+    "ThreadRef",
+    "Participant",
     "TICKET_STATUSES",
+    "OUTBOX_STATUSES",
     "VERDICTS",
 ]
 
 TICKET_STATUSES = ("new", "assigned", "waiting", "resolved", "closed")
 # What became of a mail; `pending` means stored but not yet decided (a crash or a
 # temporary failure happened in between: the MTA's retry finishes it).
-VERDICTS = ("pending", "ticket", "followup", "duplicate", "auto-reply", "bounce", "loop", "list")
+VERDICTS = ("pending", "ticket", "followup", "duplicate", "autoreply", "bounce", "loop", "list")
+# queued: waits for its transport; sending: claimed by one flusher; capped: over the
+# rate cap for its recipient, never sent; skipped: to an address that takes no
+# automatic mail (noreply@...); failed: refused for good, or bounced.
+OUTBOX_STATUSES = ("queued", "sending", "sent", "failed", "capped", "skipped")
 
 intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
 timestamp = Annotated[datetime, mapped_column(DateTime(timezone=True))]
@@ -88,6 +98,19 @@ class Ticket(Base):
     requester: Mapped[Person] = relationship(foreign_keys=[requester_id])
     assignee: Mapped[Person | None] = relationship(foreign_keys=[assignee_id])
     articles: Mapped[list[Article]] = relationship(back_populates="ticket", order_by="Article.id")
+    participants: Mapped[list[Participant]] = relationship(order_by="Participant.person_id")
+
+
+class Participant(Base):
+    """Someone who takes part in a ticket besides its requester: Cc'd on the original."""
+
+    __tablename__ = "participant"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), default="cc")
+
+    person: Mapped[Person] = relationship()
 
 
 class Article(Base):
@@ -104,6 +127,9 @@ class Article(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     body_text: Mapped[str] = mapped_column(Text, default="")
     body_html: Mapped[str | None] = mapped_column(Text)
+    # The text as shown: a reply without the earlier message it quotes. NULL when
+    # nothing was trimmed; body_text always keeps the whole text.
+    body_trimmed: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[timestamp]
 
     ticket: Mapped[Ticket] = relationship(back_populates="articles")
@@ -172,3 +198,55 @@ class MailRaw(Base):
 
     mail_id: Mapped[int] = mapped_column(ForeignKey("mail_record.id"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OutboxMessage(Base):
+    """A mail to send, written in the transaction of the change that causes it.
+
+    It is rendered whole when queued, so what is sent, retried and shown is the
+    very message whose Message-ID threading later recognises.
+    """
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_to_addr_created_at", "to_addr", "created_at"),)
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    # The incoming mail whose handling queued it, for `mail show`.
+    mail_id: Mapped[int | None] = mapped_column(ForeignKey("mail_record.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    to_addr: Mapped[str] = mapped_column(String(320))
+    envelope_from: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[timestamp]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[timestamp]
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccessToken(Base):
+    """A requester's private link to a ticket; only the token's SHA-256 is kept."""
+
+    __tablename__ = "access_token"
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[timestamp]
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ThreadRef(Base):
+    """A Message-ID we issued or received for a ticket, by digest: replies name them."""
+
+    __tablename__ = "thread_ref"
+
+    message_id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    # "out" for ours, "in" for the ones we received.
+    origin: Mapped[str] = mapped_column(String(3))
