@@ -1,0 +1,126 @@
+"""Build one outgoing message: well-formed, threaded, and marked as automatic mail.
+
+Header values that come from incoming mail (a subject, a display name) are
+flattened to one line first: a CR, LF or any control character in them, encoded
+or not, must never start a header of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from dataclasses import field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+from helpdesk.ingest.classify import LOOP_HEADER
+from helpdesk.ingest.classify import OUR_ID_PREFIX
+from helpdesk.store import utcnow
+
+__all__ = ["Outgoing", "compose", "new_message_id", "one_line", "LOOP_HEADER"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_MAX_IDS = 20
+
+
+def one_line(value: str, limit: int = 300) -> str:
+    """A header-safe value: control characters and line breaks become one space, and
+    what looks like an RFC 2047 encoded word is broken up.
+
+    The email package decodes encoded words in a value it is given before it
+    writes the header, so a subject that arrived encoded twice would reach the
+    wire with the CR LF of its inner layer: "=?" loses its meaning first.
+    """
+    flat = " ".join(_CONTROL.sub(" ", value).split())[:limit]
+    return flat.replace("=?", "=\u200b?")
+
+
+def new_message_id(ticket_id: int | None, domain: str) -> str:
+    """A fresh Message-ID of ours, without <>: hd.<ticket>.<random>@domain."""
+    # The prefix is how classify recognises our own mail coming back.
+    return f"{OUR_ID_PREFIX}{ticket_id or 0}.{secrets.token_hex(8)}@{domain}"
+
+
+@dataclass
+class Outgoing:
+    """What one notification needs to become a message."""
+
+    from_addr: str
+    from_name: str
+    to_addr: str
+    to_name: str
+    subject: str
+    body: str
+    message_id: str
+    instance: str
+    reply_to: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    auto_submitted: str = "auto-generated"
+    ticket_id: int | None = None
+
+
+def _address(name: str, addr_spec: str) -> Address:
+    return Address(display_name=one_line(name, 200), addr_spec=addr_spec)
+
+
+def compose(out: Outgoing) -> bytes:
+    """Render the message as bytes with CRLF line ends, ready for any transport.
+
+    Raises ValueError when an address cannot be written in a header.
+    """
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _address(out.from_name, out.from_addr)
+    msg["To"] = _address(out.to_name, out.to_addr)
+    if out.reply_to:
+        msg["Reply-To"] = _address(out.from_name, out.reply_to)
+    msg["Subject"] = one_line(out.subject, 900)
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = f"<{out.message_id}>"
+    # Parsed ids keep their brackets, ours have none: one form before writing.
+    bare = [r.strip().strip("<>") for r in out.references]
+    references = [r for r in dict.fromkeys(bare) if _safe_id(r)][-_MAX_IDS:]
+    in_reply_to = (out.in_reply_to or "").strip().strip("<>")
+    if _safe_id(in_reply_to):
+        msg["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        msg["References"] = " ".join(f"<{r}>" for r in references)
+    # RFC 3834 and the vendors' own markers: autoresponders stay quiet, and
+    # our loop header lets the pipe recognise this mail if it ever comes back.
+    msg["Auto-Submitted"] = out.auto_submitted
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Precedence"] = "bulk"
+    msg[LOOP_HEADER] = one_line(out.instance, 200)
+    if out.ticket_id is not None:
+        msg["X-Helpdesk-Ticket"] = str(out.ticket_id)
+    msg.set_content(out.body, charset="utf-8", cte="quoted-printable")
+    data = msg.as_bytes()
+    _check_header_names(data, [name for name, _value in msg.items()])
+    return data
+
+
+# What RFC 5322 allows in a msg-id (dot-atom-text "@" dot-atom-text or no-fold-literal),
+# without "=?", which the email package would decode as an encoded word.
+_MSG_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\[\]-]{1,250}")
+
+
+def _safe_id(message_id: str) -> bool:
+    """Tell whether a Message-ID can be repeated in References as it is."""
+    return _MSG_ID.fullmatch(message_id) is not None and "=?" not in message_id
+
+
+def _check_header_names(data: bytes, expected: list[str]) -> None:
+    """Refuse a message whose header block is not exactly the headers we set.
+
+    The last line of defence against injection: whatever slipped through, a
+    header we did not write makes the message unsendable (a `failed` outbox row).
+    """
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    written = BytesHeaderParser(policy=compat32).parsebytes(data).keys()
+    if [n.lower() for n in written] != [n.lower() for n in expected]:
+        raise ValueError(f"header block differs from the headers set: {written}")

@@ -1,0 +1,238 @@
+"""Which mail a ticket event sends, to whom, in which language: queued in the outbox.
+
+Called by helpdesk.workflow inside its transaction; nothing here sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from helpdesk import tokens
+from helpdesk.config import Queue
+from helpdesk.config import Settings
+from helpdesk.ingest.quotes import REPLY_MARKER_EN
+from helpdesk.ingest.quotes import REPLY_MARKER_FR
+from helpdesk.notify import outbox
+from helpdesk.notify.compose import Outgoing
+from helpdesk.notify.compose import new_message_id
+from helpdesk.notify.render import render
+from helpdesk.replyaddress import reply_address
+from helpdesk.store import Store
+
+__all__ = ["ticket_opened", "followup_added", "REPLY_MARKERS"]
+
+log = logging.getLogger("helpdesk.notify")
+
+# The first line of every notification: where the quoted earlier message starts
+# when someone replies (helpdesk.ingest.quotes cuts there).
+REPLY_MARKERS = {"fr": REPLY_MARKER_FR, "en": REPLY_MARKER_EN}
+
+
+TEXT_LIMIT = 20_000
+
+
+def _ticket(store: Store, ticket_id: int) -> dict[str, Any]:
+    row = store.one(
+        "SELECT t.id, t.queue, t.subject, t.status, p.id, p.email, p.name FROM ticket t"
+        " JOIN person p ON p.id = t.requester_id WHERE t.id = :id",
+        {"id": ticket_id},
+    )
+    assert row is not None, f"ticket #{ticket_id} vanished inside its own transaction"
+    return {
+        "id": row[0],
+        "queue": row[1],
+        "subject": row[2],
+        "status": row[3],
+        "requester_id": row[4],
+        "requester": row[5],
+        "requester_name": row[6] or "",
+    }
+
+
+def _article(store: Store, article_id: int) -> dict[str, Any]:
+    row = store.one(
+        "SELECT a.body_text, a.body_trimmed, p.email, p.name FROM article a"
+        " JOIN person p ON p.id = a.author_id WHERE a.id = :id",
+        {"id": article_id},
+    )
+    assert row is not None
+    files = store.execute(
+        "SELECT filename FROM attachment WHERE article_id = :id AND inline = :no ORDER BY id",
+        {"id": article_id, "no": False},
+    ).fetchall()
+    return {
+        "text": _excerpt(row[1] if row[1] is not None else row[0]),
+        "author": row[2],
+        "author_name": row[3] or "",
+        "attachments": [f[0] for f in files],
+    }
+
+
+def _excerpt(text: str) -> str:
+    """The text a notification carries: all of it, up to a size a mail client shows.
+
+    A 5 MB log pasted into a request must not become three 5 MB notifications;
+    the whole text stays in the ticket.
+    """
+    if len(text) <= TEXT_LIMIT:
+        return text
+    cut = text.rfind("\n", 0, TEXT_LIMIT)
+    return text[: cut if cut > TEXT_LIMIT // 2 else TEXT_LIMIT] + "\n[...]"
+
+
+def _root_message_id(store: Store, ticket_id: int) -> str | None:
+    return store.scalar(
+        "SELECT m.message_id FROM article a JOIN mail_record m ON m.id = a.mail_id"
+        " WHERE a.ticket_id = :id ORDER BY a.id LIMIT 1",
+        {"id": ticket_id},
+    )
+
+
+class _Sender:
+    """Queues the mails of one event: common headers, one call per recipient."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        queue: Queue,
+        ticket: dict[str, Any],
+        mail_id: int | None,
+        incoming_message_id: str | None,
+    ) -> None:
+        self.store, self.settings, self.queue, self.ticket = store, settings, queue, ticket
+        self.mail_id = mail_id
+        self.domain = settings.domain_for(queue)
+        root = _root_message_id(store, ticket["id"])
+        self.references = [r for r in (root, incoming_message_id) if r]
+        self.in_reply_to = incoming_message_id or root
+
+    def send(
+        self,
+        kind: str,
+        to_addr: str,
+        to_name: str,
+        context: dict[str, Any],
+        *,
+        to_technician: bool,
+        auto_submitted: str = "auto-generated",
+    ) -> int:
+        language = self.queue.language
+        values = {
+            **context,
+            "ticket": self.ticket,
+            "recipient_name": to_name,
+            "marker": REPLY_MARKERS[language],
+            "signature": self.queue.display_name or self.queue.name,
+        }
+        try:
+            rendered = render(kind, language, values, self.settings.templates)
+        except Exception:  # noqa: BLE001 - a sysadmin's template must not defer mail forever
+            if not self.settings.templates:
+                raise  # the built-in templates are tested: this is a bug, say so
+            log.exception("template %s/%s.txt failed; the built-in one is used", language, kind)
+            rendered = render(kind, language, values, None)
+        tag = f"[{self.settings.subject_tag} #{self.ticket['id']}]"
+        from_addr = self.queue.address(self.domain)
+        out = Outgoing(
+            from_addr=from_addr,
+            from_name=self.queue.display_name or self.queue.name,
+            to_addr=to_addr,
+            to_name=to_name,
+            subject=f"{tag} {rendered.subject}",
+            body=rendered.body,
+            message_id=new_message_id(self.ticket["id"], self.domain),
+            instance=self.settings.instance,
+            reply_to=reply_address(
+                self.settings.signing_key(), self.queue.name, self.ticket["id"], from_addr
+            ),
+            in_reply_to=self.in_reply_to,
+            references=self.references,
+            auto_submitted=auto_submitted,
+            ticket_id=self.ticket["id"],
+        )
+        return outbox.enqueue(
+            self.store,
+            self.settings,
+            out,
+            kind=kind,
+            ticket_id=self.ticket["id"],
+            mail_id=self.mail_id,
+            per_ticket_cap=to_technician,
+        )
+
+    def link(self) -> str:
+        token = tokens.new_token(self.store, self.ticket["id"], self.ticket["requester_id"])
+        return tokens.link(self.settings.base_url, token)
+
+    def technicians(self, *, besides: str = "") -> list[tuple[str, str]]:
+        return [
+            (email, name)
+            for email, name in self.settings.technicians(self.queue)
+            if email not in (besides, self.ticket["requester"])
+        ]
+
+
+def ticket_opened(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    mail_id: int | None,
+    incoming_message_id: str | None,
+    acknowledge: bool = True,
+) -> list[int]:
+    """Queue the acknowledgement to the requester and the news to the technicians."""
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
+    ids = []
+    if acknowledge:
+        ids.append(
+            sender.send(
+                "ack",
+                ticket["requester"],
+                ticket["requester_name"],
+                {**article, "link": sender.link()},
+                to_technician=False,
+                auto_submitted="auto-replied",  # RFC 3834: an answer to their mail
+            )
+        )
+    for email, name in sender.technicians():
+        ids.append(sender.send("tech_new", email, name, article, to_technician=True))
+    return ids
+
+
+def followup_added(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    by_technician: bool,
+    mail_id: int | None,
+    incoming_message_id: str | None,
+) -> list[int]:
+    """Queue the news of a follow-up: a technician's to the requester, anyone else's to
+    the technicians."""
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
+    if by_technician:
+        return [
+            sender.send(
+                "followup",
+                ticket["requester"],
+                ticket["requester_name"],
+                {**article, "link": sender.link()},
+                to_technician=False,
+            )
+        ]
+    return [
+        sender.send("tech_followup", email, name, article, to_technician=True)
+        for email, name in sender.technicians(besides=article["author"])
+    ]

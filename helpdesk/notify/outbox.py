@@ -1,0 +1,243 @@
+"""The transactional outbox: mail is queued with the change that causes it, sent after commit.
+
+`enqueue` runs inside the caller's transaction, so a rolled-back change never
+sends anything and a committed one never forgets its mail. `flush` sends due
+rows afterwards, each claimed by one flusher at a time (a conditional UPDATE,
+so two flushers never send the same row), and reschedules temporary failures
+with a growing delay. A flusher killed while sending leaves the row `sending`
+with a lease; once the lease runs out another flush sends it again, so a crash
+at the worst moment may send twice but never loses a mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from helpdesk.config import Settings
+from helpdesk.notify.compose import Outgoing
+from helpdesk.notify.compose import compose
+from helpdesk.notify.ratecap import over_cap
+from helpdesk.store import Store
+from helpdesk.store import StoreError
+from helpdesk.store import utcnow
+
+__all__ = ["FlushResult", "enqueue", "flush", "BACKOFF", "MAX_TRIES"]
+
+log = logging.getLogger("helpdesk.outbox")
+
+# Minutes to wait after the n-th failed try; the last one repeats.
+BACKOFF = (1, 5, 15, 60, 240)
+MAX_TRIES = 24  # about four days, as MTAs keep mail before bouncing it
+LEASE = timedelta(minutes=10)
+# Temporary failures in a row that end a flush: one is a recipient's greylisting,
+# three look like a transport that is down.
+STOP_AFTER = 3
+# Addresses that never read what they get (RT's SendNoAutoResponseRegExp, Znuny's
+# SendNoAutoResponseRegExp): answering them only feeds bounces.
+_NO_REPLY = re.compile(
+    r"^(?:no-?reply|do-?not-?reply|mailer-daemon|postmaster)(?:[+.-][^@]*)?@|@invalid$",
+    re.IGNORECASE,
+)
+
+
+def enqueue(
+    store: Store,
+    settings: Settings,
+    out: Outgoing,
+    *,
+    kind: str,
+    ticket_id: int | None,
+    mail_id: int | None,
+    per_ticket_cap: bool = False,
+) -> int:
+    """Queue one message in the caller's transaction; return its outbox id.
+
+    Over a rate cap the row is kept as `capped` and never sent, to a no-reply
+    address as `skipped`; a message that cannot be written (an address no header
+    can carry) is kept as `failed`.
+    """
+    now = utcnow()
+    status, error = "queued", None
+    capped = over_cap(store, settings.limits, out.to_addr, ticket_id, per_ticket_cap)
+    try:
+        data = compose(out)
+    except Exception as exc:  # noqa: BLE001 - the email package raises several types
+        data, status, error = b"", "failed", f"cannot write this message: {exc}"
+    if status == "queued" and _NO_REPLY.match(out.to_addr):
+        status, error = "skipped", f"not sent: {out.to_addr} takes no automatic mail"
+    if capped and status == "queued":
+        status, error = "capped", capped
+    outbox_id = int(
+        store.scalar(
+            "INSERT INTO outbox_message (ticket_id, mail_id, kind, to_addr, envelope_from,"
+            " subject, message_id, data, status, tries, next_try_at, last_error, created_at)"
+            " VALUES (:ticket, :mail, :kind, :to, :efrom, :subject, :msgid, :data, :status, 0,"
+            " :now, :error, :now) RETURNING id",
+            {
+                "ticket": ticket_id,
+                "mail": mail_id,
+                "kind": kind,
+                "to": out.to_addr,
+                "efrom": out.from_addr,
+                "subject": out.subject,
+                "msgid": out.message_id,
+                "data": data,
+                "status": status,
+                "now": now,
+                "error": error,
+            },
+        )
+    )
+    if ticket_id is not None:
+        # Replies name this Message-ID: it leads them back to the ticket.
+        store.execute(
+            "INSERT INTO thread_ref (message_id_sha256, ticket_id, origin)"
+            " VALUES (:sha, :ticket, 'out') ON CONFLICT DO NOTHING",
+            {"sha": message_id_digest(out.message_id), "ticket": ticket_id},
+        )
+    if status != "queued":
+        log.warning("outbox #%s to %s not sent: %s", outbox_id, out.to_addr, error)
+    return outbox_id
+
+
+def message_id_digest(message_id: str) -> str:
+    """The key of a Message-ID in thread_ref (ids are case-sensitive on the left only,
+    but clients change neither side: compare them as written, without <>)."""
+    return hashlib.sha256(message_id.strip().strip("<>").encode("utf-8", "replace")).hexdigest()
+
+
+@dataclass
+class FlushResult:
+    """What one flush did."""
+
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.sent} sent, {self.deferred} deferred, {self.failed} failed"
+
+
+# Queued rows wait for their retry time unless the flush is a manual "now";
+# rows left `sending` by a dead flusher wait for their lease to run out, always.
+_DUE = (
+    "((status = 'queued' AND (next_try_at <= :now OR :now_too = 1))"
+    " OR (status = 'sending' AND next_try_at <= :now))"
+)
+
+
+def _due(store: Store, mail_id: int | None, limit: int, now_too: bool) -> list[int]:
+    sql = "SELECT id FROM outbox_message WHERE " + _DUE
+    params: dict[str, Any] = {"now": utcnow(), "now_too": int(now_too)}
+    if mail_id is not None:
+        sql += " AND mail_id = :mail"
+        params["mail"] = mail_id
+    sql += f" ORDER BY id LIMIT {int(limit)}"
+    return [int(row[0]) for row in store.execute(sql, params).fetchall()]
+
+
+def _claim(store: Store, outbox_id: int, now_too: bool) -> tuple[str, str, bytes, int] | None:
+    now = utcnow()
+    with store.transaction():
+        claimed = store.execute(
+            "UPDATE outbox_message SET status = 'sending', tries = tries + 1,"
+            " next_try_at = :lease WHERE id = :id AND " + _DUE,
+            {"id": outbox_id, "now": now, "lease": now + LEASE, "now_too": int(now_too)},
+        ).rowcount
+        if claimed != 1:
+            return None  # another flusher has it
+        row = store.one(
+            "SELECT envelope_from, to_addr, data, tries FROM outbox_message WHERE id = :id",
+            {"id": outbox_id},
+        )
+    assert row is not None
+    return str(row[0]), str(row[1]), bytes(row[2]), int(row[3])
+
+
+def _finish(store: Store, outbox_id: int, status: str, error: str | None, tries: int) -> None:
+    now = utcnow()
+    delay = timedelta(minutes=BACKOFF[min(tries, len(BACKOFF)) - 1])
+    with store.transaction():
+        store.execute(
+            "UPDATE outbox_message SET status = :status, last_error = :error,"
+            " sent_at = :sent, next_try_at = :next WHERE id = :id AND status = 'sending'",
+            {
+                "id": outbox_id,
+                "status": status,
+                "error": error[:2000] if error else None,
+                "sent": now if status == "sent" else None,
+                "next": now + delay,
+            },
+        )
+
+
+def flush(
+    store: Store,
+    settings: Settings,
+    *,
+    mail_id: int | None = None,
+    limit: int = 500,
+    due_only: bool = True,
+    stop_after: int = STOP_AFTER,
+) -> FlushResult:
+    """Send the queued mail whose time has come (all of it with due_only=False,
+    only what one incoming mail caused with mail_id).
+
+    Stops after `stop_after` temporary failures in a row (the transport is down);
+    the next flush tries again. Raises StoreError when the database fails, and
+    ConfigError for an unusable [outgoing].
+    """
+    from helpdesk.notify.transport import PermanentFailure
+    from helpdesk.notify.transport import TemporaryFailure
+    from helpdesk.notify.transport import make_transport
+
+    result = FlushResult()
+    try:
+        with store.transaction():
+            due = _due(store, mail_id, limit, not due_only)
+    except StoreError as exc:
+        log.warning("outbox flush stopped: %s", exc)
+        raise
+    if not due:
+        return result
+    # Made before any row is claimed: a bad [outgoing] must not strand rows in `sending`.
+    transport = make_transport(settings.outgoing)
+    failures_in_a_row = 0
+    try:
+        for outbox_id in due:
+            claimed = _claim(store, outbox_id, not due_only)
+            if claimed is None:
+                continue
+            envelope_from, to_addr, data, tries = claimed
+            try:
+                transport.send(envelope_from, [to_addr], data)
+            except PermanentFailure as exc:
+                _finish(store, outbox_id, "failed", str(exc), tries)
+                result.failed += 1
+                log.warning("outbox #%s to %s failed: %s", outbox_id, to_addr, exc)
+                continue
+            except TemporaryFailure as exc:
+                status = "failed" if tries >= MAX_TRIES else "queued"
+                _finish(store, outbox_id, status, str(exc), tries)
+                result.deferred += status == "queued"
+                result.failed += status == "failed"
+                log.warning("outbox #%s to %s deferred: %s", outbox_id, to_addr, exc)
+                failures_in_a_row += 1
+                if failures_in_a_row >= stop_after:
+                    break  # the transport is down, not one recipient: try later
+                continue
+            failures_in_a_row = 0
+            _finish(store, outbox_id, "sent", None, tries)
+            result.sent += 1
+            log.info("outbox #%s sent to %s", outbox_id, to_addr)
+    except StoreError as exc:
+        log.warning("outbox flush stopped: %s", exc)
+        raise
+    finally:
+        transport.close()
+    return result
