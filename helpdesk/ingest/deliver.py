@@ -1,8 +1,9 @@
 """Decide the fate of one piped message: this module's sole job.
 
 The raw bytes are committed first, alone, with their envelope; that row is our
-shunt queue. The decision (duplicate or new ticket) and everything it changes
-commit together in a second transaction. A crash in between leaves a `pending`
+shunt queue. The decision (duplicate, machine mail, follow-up or new ticket)
+and everything it changes, the mail it queues included, commit together in a
+second transaction; the queued mail is sent after that commit. A crash in between leaves a `pending`
 row that the MTA's retry (exit 75) picks up again, so nothing is lost and
 nothing is done twice.
 
@@ -25,6 +26,10 @@ from helpdesk.config import Queue
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
 from helpdesk.files import set_group_umask
+from helpdesk.ingest.classify import OUR_ID_PREFIX
+from helpdesk.ingest.classify import OwnMarks
+from helpdesk.ingest.classify import Verdict
+from helpdesk.ingest.classify import classify
 from helpdesk.ingest.parse import ParsedMail
 from helpdesk.ingest.parse import parse
 from helpdesk.store import IntegrityError
@@ -129,17 +134,176 @@ def _requester(mail: ParsedMail, envelope: dict[str, str]) -> tuple[str, str]:
     return (sender.lower() or "unknown@invalid"), mail.sender_name
 
 
-def _decide(
+def own_marks(settings: Settings) -> OwnMarks:
+    """What marks our own mail: the loop header's value and our Message-ID domains."""
+    domains = {settings.domain_for(queue) for queue in settings.queues.values()}
+    if settings.mail_domain:
+        domains.add(settings.mail_domain)
+    return OwnMarks(instance=settings.instance, domains=tuple(sorted(domains)))
+
+
+def _set_verdict(
+    store: Store, mail_id: int, verdict: str, reason: str | None, ticket_id: int | None
+) -> None:
+    store.execute(
+        "UPDATE mail_record SET verdict = :verdict, reason = :reason, ticket_id = :ticket"
+        " WHERE id = :id",
+        {"verdict": verdict, "reason": reason, "ticket": ticket_id, "id": mail_id},
+    )
+
+
+def _machine_mail(
     store: Store,
+    settings: Settings,
     queue: Queue,
     mail_id: int,
+    mail: ParsedMail,
+    envelope: dict[str, str],
+    verdict: Verdict,
+) -> Outcome:
+    """File an auto-reply or a bounce in the ticket it answers, silently; record the rest."""
+    from helpdesk import workflow
+    from helpdesk.ingest.thread import find_ticket
+
+    ticket_id = None
+    reason = verdict.reason
+    if verdict.kind in ("autoreply", "bounce"):
+        ours = [i for i in verdict.referenced_ids if i.startswith(OUR_ID_PREFIX)]
+        for message_id in ours:
+            row = store.one(
+                "SELECT o.id, o.ticket_id FROM outbox_message o JOIN ticket t"
+                " ON t.id = o.ticket_id WHERE o.message_id = :msgid AND t.queue = :queue",
+                {"msgid": message_id, "queue": queue.name},
+            )
+            if row is None:
+                continue
+            if ticket_id is None:
+                ticket_id = row[1]
+            if verdict.kind == "bounce":
+                # Our mail did not arrive: say so where the technicians look.
+                store.execute(
+                    "UPDATE outbox_message SET status = 'failed', last_error = :error"
+                    " WHERE id = :id",
+                    {"id": row[0], "error": f"bounced: see mail #{mail_id}"},
+                )
+                reason += f"; outbox #{row[0]} marked failed"
+        if ticket_id is None:
+            # Only proof that it answers our mail files it: a subject tag or a
+            # Message-ID anyone could copy would let a stranger write into a ticket.
+            match = find_ticket(store, settings, queue, mail, envelope)
+            ticket_id = match.ticket_id if match and match.signed else None
+        if ticket_id is not None:
+            email, name = _requester(mail, envelope)
+            author = workflow.ensure_person(store, email, name)
+            workflow.attach_machine_mail(
+                store,
+                ticket_id,
+                author,
+                subject=mail.subject,
+                body_text=mail.text,
+                attachments=mail.attachments,
+                mail_id=mail_id,
+            )
+            reason += f"; filed in ticket #{ticket_id}, nothing sent"
+    _set_verdict(store, mail_id, verdict.kind, reason, ticket_id)
+    return Outcome(EX_OK, f"{verdict.kind}: {reason}", mail_id, verdict.kind, ticket_id)
+
+
+def _person_mail(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    mail_id: int,
+    mail: ParsedMail,
+    envelope: dict[str, str],
+) -> Outcome:
+    """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket."""
+    from helpdesk import workflow
+    from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import authentication_failure
+    from helpdesk.ingest.thread import check_writer
+    from helpdesk.ingest.thread import find_ticket
+    from helpdesk.ingest.thread import strip_tags
+
+    email, name = _requester(mail, envelope)
+    subject = mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"])
+    match = find_ticket(store, settings, queue, mail, envelope)
+    refused = None
+    if match is not None:
+        writer = check_writer(store, settings, queue, match, mail, email)
+        if writer.allowed:
+            author = workflow.ensure_person(store, email, name)
+            workflow.add_followup(
+                store,
+                settings,
+                queue,
+                match.ticket_id,
+                author,
+                by_technician=writer.technician,
+                subject=subject,
+                body_text=mail.text,
+                body_trimmed=trim_quoted(mail.text),
+                body_html=mail.html,
+                attachments=mail.attachments,
+                mail_id=mail_id,
+                message_id=mail.message_id,
+            )
+            who = "technician" if writer.technician else "requester side"
+            reason = f"follow-up ({who}) by {match.via}: {writer.why}"
+            _set_verdict(store, mail_id, "followup", reason, match.ticket_id)
+            return Outcome(
+                EX_OK,
+                f"follow-up to ticket #{match.ticket_id}",
+                mail_id,
+                "followup",
+                match.ticket_id,
+            )
+        refused = f"not let into ticket #{match.ticket_id} ({match.via}): {writer.why}"
+    # A From that failed DMARC or DKIM is not the requester's to trust: the ticket
+    # is opened for the technicians, but nothing is sent to that address.
+    forged = authentication_failure(settings, mail)
+    if forged:
+        refused = "; ".join(filter(None, [refused, f"{forged}: no acknowledgement sent"]))
+    # Our tag of another ticket has no place in this one's subject: replies
+    # would be offered two tickets.
+    subject = strip_tags(settings, subject) or subject
+    requester = workflow.ensure_person(store, email, name)
+    # Whoever the requester copied takes part; our own aliases do not.
+    copied = [
+        workflow.ensure_person(store, address, cc_name)
+        for cc_name, address in mail.to + mail.cc
+        if address and address != email and settings.queue_for(address) is None
+    ]
+    ticket_id, _article_id = workflow.open_ticket(
+        store,
+        settings,
+        queue,
+        requester,
+        subject=subject,
+        body_text=mail.text,
+        body_html=mail.html,
+        attachments=mail.attachments,
+        source="mail",
+        mail_id=mail_id,
+        message_id=mail.message_id,
+        participant_ids=copied,
+        acknowledge=forged is None,
+    )
+    _set_verdict(store, mail_id, "ticket", refused, ticket_id)
+    return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)
+
+
+def _decide(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    mail_id: int,
+    raw: bytes,
     mail: ParsedMail,
     digest: str,
     envelope: dict[str, str],
 ) -> Outcome:
     """Record the verdict and its consequences in one transaction."""
-    from helpdesk import workflow
-
     # A digest, not the Message-ID itself: a long non-ASCII one would overflow
     # PostgreSQL's btree row limit and defer the mail forever.
     if mail.message_id:
@@ -177,35 +341,31 @@ def _decide(
                 if mail.message_id
                 else f"same bytes as mail #{earlier[0]} (no Message-ID)"
             )
-            store.execute(
-                "UPDATE mail_record SET verdict = 'duplicate', reason = :reason,"
-                " ticket_id = :ticket WHERE id = :id",
-                {"reason": reason, "ticket": earlier[1], "id": mail_id},
-            )
+            _set_verdict(store, mail_id, "duplicate", reason, earlier[1])
             return Outcome(EX_OK, reason, mail_id, "duplicate", earlier[1])
         # Claim the key first: on PostgreSQL a concurrent twin blocks here, then fails.
         store.execute(
             "UPDATE mail_record SET dedup_key = :key WHERE id = :id",
             {"key": dedup_key, "id": mail_id},
         )
-        email, name = _requester(mail, envelope)
-        requester = workflow.ensure_person(store, email, name)
-        ticket_id, _article_id = workflow.open_ticket(
-            store,
-            queue.name,
-            requester,
-            subject=mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"]),
-            body_text=mail.text,
-            body_html=mail.html,
-            attachments=mail.attachments,
-            source="mail",
-            mail_id=mail_id,
-        )
-        store.execute(
-            "UPDATE mail_record SET verdict = 'ticket', ticket_id = :ticket WHERE id = :id",
-            {"ticket": ticket_id, "id": mail_id},
-        )
-    return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)
+        # Machine mail is sorted out before anything could answer it.
+        machine = classify(raw, mail, envelope, own_marks(settings))
+        if machine is not None:
+            return _machine_mail(store, settings, queue, mail_id, mail, envelope, machine)
+        return _person_mail(store, settings, queue, mail_id, mail, envelope)
+
+
+def _send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
+    """Send what the decision queued; any failure leaves it queued for `outbox flush`."""
+    try:
+        from helpdesk.notify.outbox import flush
+
+        # One failure is enough to stop: the MTA is waiting for this process.
+        result = flush(store, settings, mail_id=mail_id, stop_after=1)
+        if result.sent or result.deferred or result.failed:
+            log.info("mail #%s: outgoing %s", mail_id, result)
+    except Exception:  # noqa: BLE001 - the mail is recorded: its exit code must stay 0
+        log.exception("mail #%s: sending its notifications failed; they stay queued", mail_id)
 
 
 def deliver(
@@ -228,12 +388,14 @@ def deliver(
         mail = parse(raw)
         for attempt in (1, 2):
             try:
-                return _decide(store, queue, mail_id, mail, digest, envelope)
+                outcome = _decide(store, settings, queue, mail_id, raw, mail, digest, envelope)
+                break
             except IntegrityError:
                 # A concurrent delivery claimed the same Message-ID; the retry sees it.
                 if attempt == 2:
                     raise
-    raise AssertionError("unreachable")
+        _send_after_commit(store, settings, mail_id)
+    return outcome
 
 
 def _read_stdin(limit: int) -> tuple[bytes, bool]:

@@ -1,0 +1,249 @@
+"""Which ticket does a mail belong to, and may its sender write there?
+
+First match wins, strongest proof first (research/anchors.md, DESIGN.md
+"Threading trusts only what we issued"):
+1. a reply address we signed for the ticket (the envelope's extension, or one
+   found in To/Cc): proof the writer received our mail;
+2. In-Reply-To/References naming a Message-ID we issued or received for a
+   ticket of this queue;
+3. the subject tag `[TAG #123]`.
+A signed address is enough to write. Otherwise only the requester, a participant
+or a technician of the queue may; a DMARC or DKIM failure for the sender's
+domain, reported by an MTA we trust, makes anyone a stranger.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from helpdesk.config import Queue
+from helpdesk.config import Settings
+from helpdesk.ingest.parsed import ParsedMail
+from helpdesk.notify.outbox import message_id_digest
+from helpdesk.replyaddress import ticket_of_address
+from helpdesk.replyaddress import ticket_of_extension
+from helpdesk.store import Store
+
+__all__ = [
+    "ThreadMatch",
+    "Writer",
+    "find_ticket",
+    "check_writer",
+    "authentication_failure",
+    "strip_tags",
+]
+
+_MAX_REFERENCES = 50
+
+
+@dataclass(frozen=True)
+class ThreadMatch:
+    """The ticket a mail answers, and how we know."""
+
+    ticket_id: int
+    via: str
+    signed: bool
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Whether the sender may write into a ticket, as whom, and why."""
+
+    allowed: bool
+    technician: bool
+    why: str
+
+
+def _ticket_in_queue(store: Store, ticket_id: int, queue: Queue) -> bool:
+    return (
+        store.scalar(
+            "SELECT 1 FROM ticket WHERE id = :id AND queue = :queue",
+            {"id": ticket_id, "queue": queue.name},
+        )
+        is not None
+    )
+
+
+def _signed(
+    settings: Settings, queue: Queue, mail: ParsedMail, envelope: dict[str, str]
+) -> int | None:
+    if not settings.secret_key:
+        return None  # nothing was signed: notices cannot be sent without a key either
+    for variable in ("EXTENSION", "LOCAL_PART_SUFFIX"):
+        value = envelope.get(variable)
+        if value:
+            ticket_id = ticket_of_extension(settings.secret_key, queue.name, value)
+            if ticket_id is not None:
+                return ticket_id
+    candidates = [envelope.get("ORIGINAL_RECIPIENT", ""), envelope.get("RECIPIENT", "")]
+    candidates += [address for _name, address in mail.to + mail.cc]
+    for address in candidates:
+        if address and "+" in address:
+            ticket_id = ticket_of_address(settings.secret_key, queue.name, address)
+            if ticket_id is not None:
+                return ticket_id
+    return None
+
+
+def _by_references(store: Store, queue: Queue, mail: ParsedMail) -> int | None:
+    # In-Reply-To is the message answered; References end with the newest.
+    ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:_MAX_REFERENCES]
+    if not ids:
+        return None
+    digests = [message_id_digest(i) for i in ids]
+    names = {f"d{n}": d for n, d in enumerate(digests)}
+    rows = store.execute(
+        "SELECT r.message_id_sha256, r.ticket_id FROM thread_ref r"
+        " JOIN ticket t ON t.id = r.ticket_id WHERE t.queue = :queue"
+        f" AND r.message_id_sha256 IN ({', '.join(':' + k for k in names)})",
+        {"queue": queue.name, **names},
+    ).fetchall()
+    found: dict[str, int] = {}
+    for digest, ticket_id in rows:
+        found[digest] = max(found.get(digest, 0), int(ticket_id))
+    for digest in digests:
+        if digest in found:
+            return found[digest]
+    return None
+
+
+def _tag_pattern(settings: Settings) -> re.Pattern[str]:
+    return re.compile(
+        r"\[\s*" + re.escape(settings.subject_tag) + r"\s*#\s*(\d{1,12})\s*\]", re.IGNORECASE
+    )
+
+
+def strip_tags(settings: Settings, subject: str) -> str:
+    """A subject without our ticket tags."""
+    return " ".join(_tag_pattern(settings).sub(" ", subject).split())
+
+
+def _by_subject(store: Store, settings: Settings, queue: Queue, subject: str) -> int | None:
+    for match in _tag_pattern(settings).finditer(subject):
+        ticket_id = int(match.group(1))
+        if _ticket_in_queue(store, ticket_id, queue):
+            return ticket_id
+    return None
+
+
+def find_ticket(
+    store: Store, settings: Settings, queue: Queue, mail: ParsedMail, envelope: dict[str, str]
+) -> ThreadMatch | None:
+    """Find the ticket of this queue that a mail answers, or None for a new request."""
+    ticket_id = _signed(settings, queue, mail, envelope)
+    if ticket_id is not None and _ticket_in_queue(store, ticket_id, queue):
+        return ThreadMatch(ticket_id, "signed reply address", True)
+    ticket_id = _by_references(store, queue, mail)
+    if ticket_id is not None:
+        return ThreadMatch(ticket_id, "In-Reply-To/References", False)
+    ticket_id = _by_subject(store, settings, queue, mail.subject)
+    if ticket_id is not None:
+        return ThreadMatch(ticket_id, "subject tag", False)
+    return None
+
+
+_RESULT = re.compile(r"^\s*(dkim|dmarc)\s*=\s*([a-z]+)\b(.*)$", re.IGNORECASE | re.DOTALL)
+_PROPERTY = re.compile(r"\b(header\.(?:from|d|i))\s*=\s*\"?([^\s;\"()]+)", re.IGNORECASE)
+
+
+def authentication_failure(settings: Settings, mail: ParsedMail) -> str | None:
+    """Say which DMARC or DKIM failure for the sender's domain a trusted MTA reported."""
+    if not settings.trusted_authserv_ids or "@" not in mail.sender:
+        return None
+    domain = mail.sender.rpartition("@")[2].lower()
+    dmarc: dict[str, str] = {}
+    dkim: dict[str, str] = {}
+    for value in mail.headers.get("authentication-results", []):
+        server, _, rest = value.partition(";")
+        server = server.split()[0].lower() if server.split() else ""
+        if server not in settings.trusted_authserv_ids:
+            continue  # anyone can write this header; only our own MTA's counts
+        for clause in rest.split(";"):
+            match = _RESULT.match(clause)
+            if match is None:
+                continue
+            method, result = match.group(1).lower(), match.group(2).lower()
+            props = {k.lower(): v.lower() for k, v in _PROPERTY.findall(match.group(3))}
+            about = props.get("header.from") or props.get("header.d") or ""
+            about = about.rpartition("@")[2]
+            if about != domain:
+                continue
+            if method == "dmarc":
+                dmarc[result] = server
+            elif method == "dkim":
+                dkim[result] = server
+    # DMARC is the verdict on the From domain: when it passed (say through SPF), a
+    # signature broken on the way (a list footer) does not make the sender a forger.
+    if "fail" in dmarc:
+        return f"DMARC fail for {domain} reported by {dmarc['fail']}"
+    if "pass" not in dmarc and "fail" in dkim and "pass" not in dkim:
+        return f"DKIM fail for {domain} reported by {dkim['fail']}"
+    return None
+
+
+def _answers_our_mail_to(store: Store, ticket_id: int, mail: ParsedMail, sender: str) -> bool:
+    ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
+    ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
+    if not ids:
+        return False
+    names = {f"m{n}": i for n, i in enumerate(ids)}
+    return (
+        store.scalar(
+            "SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND to_addr = :to"
+            f" AND message_id IN ({', '.join(':' + k for k in names)})",
+            {"ticket": ticket_id, "to": sender, **names},
+        )
+        is not None
+    )
+
+
+def check_writer(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    match: ThreadMatch,
+    mail: ParsedMail,
+    sender: str,
+) -> Writer:
+    """Decide whether the sender may add to the matched ticket, and as a technician or not."""
+    forged = authentication_failure(settings, mail)
+    technicians = {email for email, _name in settings.technicians(queue)}
+    if match.signed:
+        # The address proves they got our mail; a failed DMARC still denies them
+        # a technician's voice, which would mail the requester in our name.
+        technician = sender in technicians and forged is None
+        return Writer(True, technician, f"signed reply address for ticket #{match.ticket_id}")
+    if forged:
+        return Writer(False, False, forged)
+    if sender in technicians:
+        # Without a trusted DMARC result a From is easy to forge, and a technician's
+        # voice mails the requester in our name: it needs proof of a mail we sent
+        # that technician. A bare subject tag still lets them add a note.
+        if _answers_our_mail_to(store, match.ticket_id, mail, sender):
+            return Writer(True, True, f"{sender} is a technician of queue {queue.name}")
+        return Writer(
+            True,
+            False,
+            f"{sender} is a technician of queue {queue.name}, but the mail answers none of"
+            " ours to them: not sent to the requester",
+        )
+    row = store.one(
+        "SELECT p.email FROM ticket t JOIN person p ON p.id = t.requester_id WHERE t.id = :id",
+        {"id": match.ticket_id},
+    )
+    if row is not None and row[0] == sender:
+        return Writer(True, False, f"{sender} is the requester")
+    participant = store.scalar(
+        "SELECT 1 FROM participant pa JOIN person p ON p.id = pa.person_id"
+        " WHERE pa.ticket_id = :id AND p.email = :email",
+        {"id": match.ticket_id, "email": sender},
+    )
+    if participant is not None:
+        return Writer(True, False, f"{sender} takes part in ticket #{match.ticket_id}")
+    return Writer(
+        False,
+        False,
+        f"{sender or 'an unknown sender'} is not the requester, a participant or a technician"
+        f" of ticket #{match.ticket_id}",
+    )
