@@ -173,6 +173,7 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
     from sqlalchemy.orm import selectinload
 
     from helpdesk.models import Article
+    from helpdesk.models import Participant
     from helpdesk.models import Ticket
 
     with obj.session() as session:
@@ -182,11 +183,17 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
             options=[
                 selectinload(Ticket.articles).selectinload(Article.attachments),
                 selectinload(Ticket.articles).selectinload(Article.author),
+                selectinload(Ticket.participants).selectinload(Participant.person),
             ],
         )
         if t is None:
             raise click.ClickException(f"no ticket #{ticket_id}")
         data = _ticket_row(t)
+        data["participants"] = [
+            {"email": t.requester.email, "name": t.requester.name, "role": "requester"}
+        ] + [
+            {"email": p.person.email, "name": p.person.name, "role": p.role} for p in t.participants
+        ]
         data["articles"] = [
             {
                 "id": a.id,
@@ -198,6 +205,7 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
                 "created_at": _iso(a.created_at),
                 "subject": a.subject,
                 "body_text": a.body_text,
+                "body_shown": a.body_trimmed if a.body_trimmed is not None else a.body_text,
                 "body_html": a.body_html,
                 "attachments": [_attachment_row(f) for f in a.attachments],
             }
@@ -210,11 +218,15 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
         f"Ticket #{data['id']} [{data['queue']}] {data['status']}: {data['subject']}",
         f"Requester: {data['requester']}  Created: {data['created_at']}",
     ]
+    others = [p["email"] for p in data["participants"] if p["role"] != "requester"]
+    if others:
+        out.append(f"Participants: {', '.join(others)}")
     for a in data["articles"]:
+        internal = ", internal" if a["internal"] else ""
         out += [
             "",
-            f"--- #{a['id']} {a['author']} ({a['source']}) {a['created_at']}",
-            a["body_text"],
+            f"--- #{a['id']} {a['author']} ({a['source']}{internal}) {a['created_at']}",
+            a["body_shown"],
         ]
         out += [
             f"  [{f['filename']}] {f['content_type']} {f['size']} bytes" for f in a["attachments"]
@@ -278,7 +290,7 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
     lines = [
         f"#{r['id']:<6} {r['queue']:<16} {r['verdict']:<10} "
         f"{'#' + str(r['ticket_id']) if r['ticket_id'] else '-':<7} {r['sender'] or '-':<32} "
-        f"{r['subject'] or ''}"
+        f"{r['subject'] or ''}" + (f"\n        ({r['reason']})" if r["reason"] else "")
         for r in rows
     ]
     _emit(rows, as_json, "\n".join(lines) if lines else "no mail")
@@ -291,8 +303,11 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
 @pass_ctx
 def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
     """Show one mail: envelope, verdict and why; or its raw bytes."""
+    from sqlalchemy import select
+
     from helpdesk.models import MailRaw
     from helpdesk.models import MailRecord
+    from helpdesk.models import OutboxMessage
 
     with obj.session() as session:
         if raw:
@@ -309,6 +324,14 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
         data["envelope"] = json.loads(m.envelope or "{}")
         data["defects"] = json.loads(m.defects) if m.defects else []
         data["raw_sha256"] = m.raw_sha256
+        data["outgoing"] = [
+            _outbox_row(o)
+            for o in session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.mail_id == m.id)
+                .order_by(OutboxMessage.id)
+            )
+        ]
     text = "\n".join(
         [
             f"Mail #{data['id']} to queue {data['queue']}, received {data['received_at']}",
@@ -320,5 +343,89 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
             + (f" -> ticket #{data['ticket_id']}" if data["ticket_id"] else ""),
         ]
         + [f"Repaired: {d}" for d in data["defects"]]
+        + (["Outgoing mail it caused:"] if data["outgoing"] else ["Outgoing mail it caused: none"])
+        + [f"  {_outbox_line(o)}" for o in data["outgoing"]]
     )
     _emit(data, as_json, text)
+
+
+# -- outbox ---------------------------------------------------------------
+
+
+@cli.group()
+def outbox() -> None:
+    """Look at and send the mail the helpdesk writes."""
+
+
+def _outbox_row(o: Any) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "ticket_id": o.ticket_id,
+        "mail_id": o.mail_id,
+        "kind": o.kind,
+        "to": o.to_addr,
+        "subject": o.subject,
+        "message_id": o.message_id,
+        "status": o.status,
+        "tries": o.tries,
+        "last_error": o.last_error,
+        "created_at": _iso(o.created_at),
+        "sent_at": _iso(o.sent_at),
+        "next_try_at": _iso(o.next_try_at) if o.status == "queued" else None,
+    }
+
+
+def _outbox_line(r: dict[str, Any]) -> str:
+    ticket = f"#{r['ticket_id']}" if r["ticket_id"] else "-"
+    line = (
+        f"#{r['id']:<6} {ticket:<7} {r['kind']:<14} {r['status']:<8} {r['tries']:>2} "
+        f"{r['to']:<32} <{r['message_id']}> {r['subject']}"
+    )
+    return line + (f"\n        ({r['last_error']})" if r["last_error"] else "")
+
+
+@outbox.command("list")
+@click.option("--status", "-s", help="Only this status (queued, sent, failed, capped, ...).")
+@click.option("--ticket", "ticket_id", type=ID, help="Only the mail of this ticket.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def outbox_list(obj: Context, status: str | None, ticket_id: int | None, as_json: bool) -> None:
+    """List outgoing mail, newest first."""
+    from sqlalchemy import select
+
+    from helpdesk.models import OutboxMessage
+
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    if ticket_id:
+        query = query.where(OutboxMessage.ticket_id == ticket_id)
+    with obj.session() as session:
+        rows = [_outbox_row(o) for o in session.scalars(query)]
+    lines = [_outbox_line(r) for r in rows]
+    _emit(rows, as_json, "\n".join(lines) if lines else "no outgoing mail")
+
+
+@outbox.command("flush")
+@click.option(
+    "--due-only",
+    is_flag=True,
+    help="Respect each mail's retry time (for cron); default: try all now.",
+)
+@pass_ctx
+def outbox_flush(obj: Context, due_only: bool) -> None:
+    """Send the queued mail now; exit 75 if some of it must wait for a retry."""
+    from helpdesk.notify.outbox import flush
+    from helpdesk.store import Store
+    from helpdesk.store import StoreError
+
+    try:
+        with Store(obj.settings.database_url, obj.settings.busy_timeout) as store:
+            result = flush(store, obj.settings, due_only=due_only)
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    click.echo(str(result))
+    if result.deferred:
+        sys.exit(EX_TEMPFAIL)
