@@ -38,7 +38,17 @@ language = "fr"
 addresses = ["scd.informatique@univ.example"]
 group = "scd"
 language = "en"
+
+[groups.dsi]
+technicians = ["Jean Technicien <jean.tech@univ.example>", "marie.tech@univ.example"]
+
+[groups.scd]
+technicians = ["Sam Librarian <sam.lib@univ.example>"]
 """
+SECRET_KEY = "test-secret-key-0123456789abcdef"
+INSTANCE = "helpdesk-test.univ.example"
+
+pytest_plugins = ["smtp_catcher"]
 
 
 def pipe_command() -> list[str]:
@@ -78,16 +88,33 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def write_config(directory: Path, url: str, extra: str = "") -> Path:
-    """Write a helpdesk.toml with the test queues; return its path."""
+def write_config(
+    directory: Path, url: str, extra: str = "", outgoing: str | None = None, mail: str = ""
+) -> Path:
+    """Write a helpdesk.toml with the test queues; return its path.
+
+    Outgoing mail goes to directory/sent as .eml files unless `outgoing` gives
+    another [outgoing] table body (the SMTP catcher's, say); `mail` adds lines
+    to the [mail] table.
+    """
     path = directory / "helpdesk.toml"
+    if outgoing is None:
+        outgoing = f'transport = "directory"\ndirectory = "{directory / "sent"}"\n'
     path.write_text(
         f'[database]\nurl = "{url}"\nbusy_timeout = 20\n\n'
-        f'[log]\nfile = "{directory / "helpdesk.log"}"\n' + extra
-        + QUEUES_TOML,
+        f'[log]\nfile = "{directory / "helpdesk.log"}"\n\n'
+        f'[security]\nsecret_key = "{SECRET_KEY}"\n\n'
+        '[web]\nbase_url = "https://helpdesk.univ.example"\n\n'
+        f'[mail]\ninstance = "{INSTANCE}"\ndomain = "univ.example"\n{mail}\n'
+        f"[outgoing]\n{outgoing}\n" + extra + QUEUES_TOML,
         encoding="utf-8",
     )
     return path
+
+
+def smtp_outgoing(port: int) -> str:
+    """The [outgoing] table body that sends to a local SMTP server."""
+    return f'transport = "smtp"\nhost = "127.0.0.1"\nport = {port}\ntimeout = 5\n'
 
 
 @pytest.fixture

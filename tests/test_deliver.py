@@ -156,7 +156,7 @@ def test_empty_input_is_refused_with_65(config: Path, raw: bytes) -> None:
 
 
 def test_oversize_mail_is_refused_with_65(db_url: str, tmp_path: Path) -> None:
-    config = write_config(tmp_path, db_url, extra="[mail]\nmax_size = 2000\n")
+    config = write_config(tmp_path, db_url, mail="max_size = 2000\n")
     assert run_cli(config, "init").returncode == 0
     result = run_pipe(config, make_mail(body="x" * 5000))
     assert result.returncode == 65
