@@ -22,7 +22,8 @@ venv: $(VENV)/.installed
 # Initialise ./var/helpdesk.db, pipe every example mail through the real command, list the tickets.
 run: venv
 	@mkdir -p var
-	@test -f $(RUN_CONFIG) || cp examples/helpdesk.toml $(RUN_CONFIG)
+	@grep -qs secret_key_file $(RUN_CONFIG) || cp examples/helpdesk.toml $(RUN_CONFIG)
+	@test -s var/secret_key || $(PY) -c 'import secrets; print(secrets.token_hex(32))' > var/secret_key
 	$(PIPE) --config $(RUN_CONFIG) init
 	@for mail in examples/mail/*.eml; do \
 	  queue=$$(basename "$$mail" .eml); queue=$${queue#*--}; \
@@ -33,7 +34,11 @@ run: venv
 	$(PIPE) --config $(RUN_CONFIG) mail list
 	@echo
 	$(PIPE) --config $(RUN_CONFIG) ticket list
-	@echo; echo "Try: $(PIPE) --config $(RUN_CONFIG) ticket show 1"
+	@echo
+	$(PIPE) --config $(RUN_CONFIG) outbox list
+	@echo; echo "The mail the helpdesk sent is in var/outbox/*.eml."
+	@echo "Try: $(PIPE) --config $(RUN_CONFIG) ticket show 1"
+	@echo "     $(PIPE) --config $(RUN_CONFIG) mail show 6"
 
 # What the tests need from the system (PostgreSQL); installs it when run as root.
 test-deps:

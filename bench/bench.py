@@ -158,7 +158,13 @@ def write_config(directory: Path, url: str, name: str = "helpdesk.toml", extra: 
     path = directory / name
     path.write_text(
         f'[database]\nurl = "{url}"\nbusy_timeout = 20\n\n'
-        f'[log]\nfile = "{directory / (path.stem + ".log")}"\n{extra}{QUEUE_TOML}',
+        f'[log]\nfile = "{directory / (path.stem + ".log")}"\n\n'
+        '[security]\nsecret_key = "bench-secret-key-0123456789"\n\n'
+        # Every new ticket renders and writes its acknowledgement, as in production;
+        # a directory keeps the network out of the figures.
+        f'[outgoing]\ntransport = "directory"\n'
+        f'directory = "{directory / (path.stem + "-sent")}"\n\n'
+        f"{extra}{QUEUE_TOML}",
         encoding="utf-8",
     )
     return path
