@@ -182,7 +182,8 @@ class SmtpCatcher:
 
     def start(self) -> None:
         """Listen; after a stop(), listen again on the same port."""
-        kwargs: dict[str, Any] = {"server_hostname": SERVER_NAME}
+        # SMTPUTF8 as Postfix offers it: addresses with a non-ASCII local part.
+        kwargs: dict[str, Any] = {"server_hostname": SERVER_NAME, "enable_SMTPUTF8": True}
         if self.tls or self.implicit_tls:
             cert, key = catcher_certificate()
             self.cafile = cert

@@ -661,3 +661,12 @@ def test_backoff_and_lease_of_a_flusher_that_died(
     assert run_cli(config, "outbox", "flush", "--due-only").stdout.startswith("1 sent")
     assert len(smtp_catcher.messages) == 3
     assert {r["status"] for r in cli_json(config, "outbox", "list")} == {"sent"}
+
+
+def test_a_requester_with_a_non_ascii_address_gets_the_acknowledgement(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    raw = make_mail(sender="josé@univ.example").replace(b"Alice Martin", "José".encode())
+    _deliver(smtp_config, raw)
+    [ack] = [c for c in smtp_catcher.wait_for(3) if "josé@univ.example" in c.recipients]
+    assert ack.message()["Subject"].startswith("[HD #1] Enregistrement")

@@ -11,9 +11,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from dataclasses import field
+from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
+from email.policy import SMTPUTF8
 from email.utils import format_datetime
 
 from helpdesk.ingest.classify import LOOP_HEADER
@@ -64,7 +66,14 @@ class Outgoing:
 
 
 def _address(name: str, addr_spec: str) -> Address:
-    return Address(display_name=one_line(name, 200), addr_spec=addr_spec)
+    display = one_line(name, 200)
+    try:
+        return Address(display_name=display, addr_spec=addr_spec)
+    except NonASCIILocalPartDefect:
+        # Valid under RFC 6532, refused by the parser: build it from its parts
+        # (which still refuses CR and LF; the header check below does the rest).
+        local, _, domain = addr_spec.rpartition("@")
+        return Address(display_name=display, username=local, domain=domain)
 
 
 def compose(out: Outgoing) -> bytes:
@@ -72,7 +81,10 @@ def compose(out: Outgoing) -> bytes:
 
     Raises ValueError when an address cannot be written in a header.
     """
-    msg = EmailMessage(policy=SMTP)
+    # An address with a non-ASCII local part can only travel as SMTPUTF8 (RFC 6532);
+    # the transport asks the server for it.
+    utf8 = not (out.to_addr.isascii() and out.from_addr.isascii())
+    msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
     msg["From"] = _address(out.from_name, out.from_addr)
     msg["To"] = _address(out.to_name, out.to_addr)
     if out.reply_to:
