@@ -412,12 +412,18 @@ def test_two_autoresponders_answering_each_other_stop_at_the_cap(
 # -- outgoing mail ---------------------------------------------------------------
 
 
+def _config_with_smtp_down(db_url: str, tmp_path: Path, catcher: SmtpCatcher) -> Path:
+    """A config sending to the catcher, stopped: its port stays known and free."""
+    catcher.stop()
+    config = write_config(tmp_path, db_url, outgoing=smtp_outgoing(catcher.port))
+    assert run_cli(config, "init").returncode == 0
+    return config
+
+
 def test_smtp_down_keeps_the_mail_and_flush_sends_it_once(
     db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
 ) -> None:
-    smtp_catcher.stop()  # its port stays known and free: the server is down
-    config = write_config(tmp_path, db_url, outgoing=smtp_outgoing(smtp_catcher.port))
-    assert run_cli(config, "init").returncode == 0
+    config = _config_with_smtp_down(db_url, tmp_path, smtp_catcher)
     _deliver(config, make_mail())
     rows = cli_json(config, "outbox", "list")
     assert {r["status"] for r in rows} == {"queued"}
@@ -623,9 +629,7 @@ def test_concurrent_flushers_send_each_mail_once(
     from helpdesk.notify.outbox import flush
     from helpdesk.store import Store
 
-    smtp_catcher.stop()
-    config = write_config(tmp_path, db_url, outgoing=smtp_outgoing(smtp_catcher.port))
-    assert run_cli(config, "init").returncode == 0
+    config = _config_with_smtp_down(db_url, tmp_path, smtp_catcher)
     _queue_failed_mail(config, 6)  # 18 rows: an ack and two technicians' news each
     smtp_catcher.start()
     settings = load_settings(config)
@@ -645,9 +649,7 @@ def test_concurrent_flushers_send_each_mail_once(
 def test_backoff_and_lease_of_a_flusher_that_died(
     db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
 ) -> None:
-    smtp_catcher.stop()
-    config = write_config(tmp_path, db_url, outgoing=smtp_outgoing(smtp_catcher.port))
-    assert run_cli(config, "init").returncode == 0
+    config = _config_with_smtp_down(db_url, tmp_path, smtp_catcher)
     _queue_failed_mail(config, 1)
     smtp_catcher.start()
     # The pipe stopped at its first failure: the technicians' mail was never tried and
