@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Make sure what the test suite needs from the system is there and running:
-# PostgreSQL reachable at 127.0.0.1:5432 as postgres without a password, database `test`.
+# PostgreSQL reachable at 127.0.0.1:5432 as postgres without a password, database `test`;
+# the openssl command.
 # Idempotent and quick when all is in place; installs and configures when run as root.
 set -euo pipefail
 
 PG_URL=${HELPDESK_TEST_PG:-postgresql://postgres@127.0.0.1:5432/test}
 
 pg_ok() { psql "$PG_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+apt_install() {
+  apt-get -o DPkg::Lock::Timeout=120 update -qq
+  apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The SMTP tests make a TLS certificate with the openssl command.
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: the openssl command is missing; run 'sudo make test-deps' once" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt_install openssl
+fi
 
 if command -v psql >/dev/null && pg_ok; then
   echo "deps: PostgreSQL reachable at $PG_URL"
@@ -19,10 +33,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt_install() {
-  apt-get -o DPkg::Lock::Timeout=120 update -qq
-  apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "$@" >/dev/null
-}
 command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
 
 version=$(ls /etc/postgresql | sort -V | tail -n1)

@@ -69,7 +69,7 @@ def catcher_certificate() -> tuple[str, str]:
         return _certificates["default"]
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
+        pytest.fail("the openssl command makes the test certificate: run `sudo make test-deps`")
     directory = tempfile.mkdtemp(prefix="smtp-catcher-")
     atexit.register(shutil.rmtree, directory, True)
     cert, key = str(Path(directory, "cert.pem")), str(Path(directory, "key.pem"))
