@@ -86,17 +86,23 @@ def _signed(
     return None
 
 
+def _in_list(values: list[str]) -> tuple[str, dict[str, str]]:
+    """Named parameters for an IN (...) list: the SQL text and the values."""
+    names = {f"in{n}": value for n, value in enumerate(values)}
+    return ", ".join(":" + name for name in names), names
+
+
 def _by_references(store: Store, queue: Queue, mail: ParsedMail) -> int | None:
     # In-Reply-To is the message answered; References end with the newest.
     ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:_MAX_REFERENCES]
     if not ids:
         return None
     digests = [message_id_digest(i) for i in ids]
-    names = {f"d{n}": d for n, d in enumerate(digests)}
+    in_list, names = _in_list(digests)
     rows = store.execute(
         "SELECT r.message_id_sha256, r.ticket_id FROM thread_ref r"
         " JOIN ticket t ON t.id = r.ticket_id WHERE t.queue = :queue"
-        f" AND r.message_id_sha256 IN ({', '.join(':' + k for k in names)})",
+        f" AND r.message_id_sha256 IN ({in_list})",
         {"queue": queue.name, **names},
     ).fetchall()
     found: dict[str, int] = {}
@@ -187,11 +193,11 @@ def _answers_our_mail_to(store: Store, ticket_id: int, mail: ParsedMail, sender:
     ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
     if not ids:
         return False
-    names = {f"m{n}": i for n, i in enumerate(ids)}
+    in_list, names = _in_list(ids)
     return (
         store.scalar(
             "SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND to_addr = :to"
-            f" AND message_id IN ({', '.join(':' + k for k in names)})",
+            f" AND message_id IN ({in_list})",
             {"ticket": ticket_id, "to": sender, **names},
         )
         is not None
