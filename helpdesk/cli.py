@@ -246,6 +246,37 @@ def _attachment_row(f: Any) -> dict[str, Any]:
     }
 
 
+@ticket.command("link")
+@click.argument("ticket_id", type=ID)
+@click.option("--revoke", is_flag=True, help="Revoke every link of the ticket instead.")
+@pass_ctx
+def ticket_link(obj: Context, ticket_id: int, revoke: bool) -> None:
+    """Print a fresh private link to a ticket for its requester, or revoke them all."""
+    from helpdesk import tokens
+    from helpdesk.store import Store
+    from helpdesk.store import StoreError
+
+    settings = obj.settings
+    try:
+        with Store(settings.database_url, settings.busy_timeout) as store:
+            with store.transaction():
+                requester = store.scalar(
+                    "SELECT requester_id FROM ticket WHERE id = :id", {"id": ticket_id}
+                )
+                if requester is None:
+                    raise click.ClickException(f"no ticket #{ticket_id}")
+                if revoke:
+                    count = tokens.revoke(store, ticket_id)
+                else:
+                    token = tokens.new_token(store, ticket_id, requester)
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    if revoke:
+        click.echo(f"{count} link(s) of ticket #{ticket_id} revoked")
+    else:
+        click.echo(tokens.link(settings.base_url, token))
+
+
 # -- mails ----------------------------------------------------------------
 
 
@@ -347,6 +378,24 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
         + [f"  {_outbox_line(o)}" for o in data["outgoing"]]
     )
     _emit(data, as_json, text)
+
+
+# -- viewer ---------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@pass_ctx
+def serve(obj: Context, host: str, port: int) -> None:
+    """Serve the requesters' viewer (development server; production: gunicorn)."""
+    from webview import create_app
+
+    try:
+        app = create_app(settings=obj.settings)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    app.run(host=host, port=port, threaded=True)
 
 
 # -- outbox ---------------------------------------------------------------

@@ -112,6 +112,9 @@ class Settings:
     subject_tag: str = "HD"
     templates: str | None = None
     trusted_authserv_ids: tuple[str, ...] = ()
+    link_days_after_close: int = 30
+    timezone: str = "Europe/Paris"
+    failed_lookups_per_minute: int = 20
 
     def signing_key(self) -> str:
         """The secret that signs reply addresses; ConfigError when none is set."""
@@ -242,7 +245,19 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         subject_tag=tag,
         templates=templates,
         trusted_authserv_ids=tuple(a.strip().lower() for a in authserv),
+        link_days_after_close=_whole(web, "link_days_after_close", 30, "web", config_path),
+        failed_lookups_per_minute=_whole(
+            web, "failed_lookups_per_minute", 20, "web", config_path
+        ),
+        timezone=_string(web, "timezone", "web", config_path) or "Europe/Paris",
     )
+
+
+def _whole(table: dict, key: str, default: int, name: str, config_path: Path) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{config_path}: [{name}] {key} must be a whole number >= 0")
+    return value
 
 
 def _string(table: dict, key: str, name: str, config_path: Path) -> str | None:
@@ -310,13 +325,12 @@ def _outgoing(raw: dict, base: Path, config_path: Path) -> Outgoing:
 
 
 def _limits(raw: dict, config_path: Path) -> Limits:
-    values = {}
-    for key in ("per_hour", "per_day"):
-        value = raw.get(key, getattr(Limits, key))
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{config_path}: [limits] {key} must be a whole number >= 0")
-        values[key] = value
-    return Limits(**values)
+    return Limits(
+        **{
+            key: _whole(raw, key, getattr(Limits, key), "limits", config_path)
+            for key in ("per_hour", "per_day")
+        }
+    )
 
 
 def _secret_key(raw: dict, base: Path, config_path: Path) -> str:

@@ -94,6 +94,8 @@ class Ticket(Base):
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     created_at: Mapped[timestamp]
     updated_at: Mapped[timestamp]
+    # When it last closed: its private links stop working some days later.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     requester: Mapped[Person] = relationship(foreign_keys=[requester_id])
     assignee: Mapped[Person | None] = relationship(foreign_keys=[assignee_id])

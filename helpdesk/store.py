@@ -21,7 +21,7 @@ from typing import Any
 from helpdesk.files import prepare_sqlite_path
 from helpdesk.files import sqlite_path
 
-__all__ = ["Store", "StoreError", "IntegrityError", "utcnow"]
+__all__ = ["Store", "StoreError", "IntegrityError", "as_datetime", "utcnow"]
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -37,6 +37,13 @@ class IntegrityError(StoreError):
 def utcnow() -> datetime:
     """Return the current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def as_datetime(value: datetime | str) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _sqlite_time(value: datetime) -> str:

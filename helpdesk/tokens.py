@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from dataclasses import dataclass
+from datetime import timedelta
 
 from helpdesk.store import Store
+from helpdesk.store import as_datetime
 from helpdesk.store import utcnow
 
-__all__ = ["new_token", "hash_token", "link", "ticket_of_token", "revoke"]
+__all__ = ["Access", "new_token", "hash_token", "link", "lookup", "revoke"]
 
 
 def hash_token(token: str) -> str:
@@ -37,17 +41,37 @@ def link(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/t/{token}"
 
 
-def ticket_of_token(store: Store, token: str) -> int | None:
-    """The ticket a valid, unrevoked token opens, else None."""
+# What secrets.token_urlsafe(32) gives: anything else is not worth a query.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a valid token opens: a ticket, for a person."""
+
+    ticket_id: int
+    person_id: int
+
+
+def lookup(store: Store, token: str, days_after_close: int) -> Access | None:
+    """The ticket a token opens, or None when it is malformed, unknown, revoked, or its
+    ticket closed more than days_after_close days ago."""
+    if not _TOKEN.fullmatch(token):
+        return None
     digest = hash_token(token)
     row = store.one(
-        "SELECT ticket_id, token_sha256 FROM access_token"
-        " WHERE token_sha256 = :sha AND revoked_at IS NULL",
+        "SELECT a.ticket_id, a.person_id, a.token_sha256, t.status, t.closed_at"
+        " FROM access_token a JOIN ticket t ON t.id = a.ticket_id"
+        " WHERE a.token_sha256 = :sha AND a.revoked_at IS NULL",
         {"sha": digest},
     )
-    if row is None or not hmac.compare_digest(row[1], digest):
+    if row is None or not hmac.compare_digest(row[2], digest):
         return None
-    return int(row[0])
+    if row[3] == "closed" and row[4] is not None:
+        closed_at = as_datetime(row[4])
+        if utcnow() - closed_at > timedelta(days=days_after_close):
+            return None
+    return Access(int(row[0]), int(row[1]))
 
 
 def revoke(store: Store, ticket_id: int) -> int:

@@ -131,12 +131,17 @@ _DUE = (
 )
 
 
-def _due(store: Store, mail_id: int | None, limit: int, now_too: bool) -> list[int]:
+def _due(
+    store: Store, mail_id: int | None, ticket_id: int | None, limit: int, now_too: bool
+) -> list[int]:
     sql = "SELECT id FROM outbox_message WHERE " + _DUE
     params: dict[str, Any] = {"now": utcnow(), "now_too": int(now_too)}
     if mail_id is not None:
         sql += " AND mail_id = :mail"
         params["mail"] = mail_id
+    if ticket_id is not None:
+        sql += " AND ticket_id = :ticket"
+        params["ticket"] = ticket_id
     sql += f" ORDER BY id LIMIT {int(limit)}"
     return [int(row[0]) for row in store.execute(sql, params).fetchall()]
 
@@ -181,12 +186,13 @@ def flush(
     settings: Settings,
     *,
     mail_id: int | None = None,
+    ticket_id: int | None = None,
     limit: int = 500,
     due_only: bool = True,
     stop_after: int = STOP_AFTER,
 ) -> FlushResult:
-    """Send the queued mail whose time has come (all of it with due_only=False,
-    only what one incoming mail caused with mail_id).
+    """Send the queued mail whose time has come (all of it with due_only=False;
+    only what one incoming mail caused with mail_id, or one ticket's with ticket_id).
 
     Stops after `stop_after` temporary failures in a row (the transport is down);
     the next flush tries again. Raises StoreError when the database fails, and
@@ -199,7 +205,7 @@ def flush(
     result = FlushResult()
     try:
         with store.transaction():
-            due = _due(store, mail_id, limit, not due_only)
+            due = _due(store, mail_id, ticket_id, limit, not due_only)
     except StoreError as exc:
         log.warning("outbox flush stopped: %s", exc)
         raise

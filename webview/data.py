@@ -1,0 +1,113 @@
+"""What a ticket page shows, read with plain SQL through the same Store as the pipe.
+
+The page is the viewer's hot path: three queries, no ORM (see bench/README.md).
+Internal entries (technicians' comments, filed auto-replies and bounces) are
+never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from helpdesk.store import Store
+
+__all__ = ["TicketView", "Entry", "FileLink", "load_ticket", "load_attachment"]
+
+
+@dataclass
+class FileLink:
+    """An attachment as the page lists it."""
+
+    id: int
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass
+class Entry:
+    """One entry of the thread."""
+
+    id: int
+    author_email: str
+    author_name: str
+    by_requester: bool
+    source: str
+    created_at: Any
+    text: str
+    html: str | None
+    files: list[FileLink] = field(default_factory=list)
+
+
+@dataclass
+class TicketView:
+    """A ticket with its public thread, oldest first."""
+
+    id: int
+    queue: str
+    subject: str
+    status: str
+    created_at: Any
+    updated_at: Any
+    requester_id: int
+    assignee_name: str | None
+    entries: list[Entry] = field(default_factory=list)
+
+
+def load_ticket(store: Store, ticket_id: int) -> TicketView | None:
+    """Read a ticket and its public thread."""
+    row = store.one(
+        "SELECT t.id, t.queue, t.subject, t.status, t.created_at, t.updated_at,"
+        " t.requester_id, a.name, a.email FROM ticket t"
+        " LEFT JOIN person a ON a.id = t.assignee_id WHERE t.id = :id",
+        {"id": ticket_id},
+    )
+    if row is None:
+        return None
+    view = TicketView(*row[:7], assignee_name=(row[7] or row[8]) if row[8] else None)
+    entries: dict[int, Entry] = {}
+    for a in store.execute(
+        "SELECT a.id, p.email, p.name, a.author_id, a.source, a.created_at, a.body_text,"
+        " a.body_trimmed, a.body_html FROM article a JOIN person p ON p.id = a.author_id"
+        " WHERE a.ticket_id = :id AND a.internal = :no ORDER BY a.id",
+        {"id": ticket_id, "no": False},
+    ).fetchall():
+        trimmed = a[7] is not None
+        entries[a[0]] = Entry(
+            id=a[0],
+            author_email=a[1],
+            author_name=a[2] or "",
+            by_requester=a[3] == view.requester_id,
+            source=a[4],
+            created_at=a[5],
+            # A reply whose quote was trimmed shows as text: its HTML still quotes.
+            text=a[7] if trimmed else a[6],
+            html=None if trimmed else a[8],
+        )
+    if entries:
+        for f in store.execute(
+            "SELECT f.id, f.article_id, f.filename, f.content_type, f.size FROM attachment f"
+            " JOIN article a ON a.id = f.article_id"
+            " WHERE a.ticket_id = :id AND a.internal = :no ORDER BY f.id",
+            {"id": ticket_id, "no": False},
+        ).fetchall():
+            entries[f[1]].files.append(FileLink(f[0], f[2] or "file", f[3], f[4]))
+    view.entries = list(entries.values())
+    return view
+
+
+def load_attachment(
+    store: Store, ticket_id: int, attachment_id: int
+) -> tuple[str, str, bytes] | None:
+    """(filename, stored content type, bytes) of a public attachment of this ticket only."""
+    row = store.one(
+        "SELECT f.filename, f.content_type, b.data FROM attachment f"
+        " JOIN article a ON a.id = f.article_id JOIN blob b ON b.sha256 = f.blob_sha256"
+        " WHERE f.id = :id AND a.ticket_id = :ticket AND a.internal = :no",
+        {"id": attachment_id, "ticket": ticket_id, "no": False},
+    )
+    if row is None:
+        return None
+    return row[0] or "file", row[1], bytes(row[2])

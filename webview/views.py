@@ -1,0 +1,176 @@
+"""The pages: a ticket by its private link, its attachments, and the follow-up form."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint
+from flask import abort
+from flask import current_app
+from flask import g
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import send_file
+from flask import url_for
+
+from helpdesk import tokens
+from helpdesk import workflow
+from helpdesk.tokens import Access
+from webview.app import settings_of
+from webview.app import store
+from webview.data import load_attachment
+from webview.data import load_ticket
+from webview.sanitize import safe_html
+
+__all__ = ["bp", "Upload", "SAFE_TYPES"]
+
+bp = Blueprint("viewer", __name__)
+log = logging.getLogger("helpdesk.webview")
+
+# Content types a browser may be told as they are; anything else (HTML, SVG, XML,
+# scripts...) goes out as application/octet-stream, always as a download.
+SAFE_TYPES = {
+    "application/pdf", "application/zip", "application/msword", "application/vnd.ms-excel",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "text/csv",
+    "audio/mpeg", "video/mp4", "message/rfc822",
+}  # fmt: skip
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass
+class Upload:
+    """A file sent with the follow-up form, as the workflow takes it."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+def _access(token: str) -> Access:
+    """The ticket a token opens, else the same 404 for every reason; 429 when guessing."""
+    failures = current_app.extensions["helpdesk.failed_lookups"]
+    client = request.remote_addr or "?"
+    if failures.blocked(client):
+        abort(429)
+    access = tokens.lookup(store(), token, settings_of().link_days_after_close)
+    if access is None:
+        failures.record(client)
+        abort(404)
+    return access
+
+
+def _page(token: str, access: Access, error: str | None = None, text: str = "") -> Any:
+    settings = settings_of()
+    ticket = load_ticket(store(), access.ticket_id)
+    if ticket is None:
+        abort(404)
+    queue = settings.queues.get(ticket.queue)
+    if not request.accept_languages:
+        g.language = queue.language if queue else "en"
+    g.remote_images = request.args.get("images") == "1"
+    bodies = {
+        entry.id: safe_html(entry.html, g.remote_images) if entry.html else None
+        for entry in ticket.entries
+    }
+    has_images = any(e.html and "<img" in e.html.lower() for e in ticket.entries)
+    return render_template(
+        "ticket.html",
+        ticket=ticket,
+        token=token,
+        bodies=bodies,
+        queue_name=(queue.display_name if queue else ticket.queue),
+        has_images=has_images,
+        error=error,
+        text=text,
+        lang=g.language,
+    ), (400 if error else 200)
+
+
+@bp.get("/t/<token>")
+def ticket_page(token: str) -> Any:
+    """The ticket, its whole thread oldest first, then the form."""
+    return _page(token, _access(token))
+
+
+@bp.post("/t/<token>")
+def add_followup(token: str) -> Any:
+    """Store the requester's follow-up through the workflow, then show it (PRG)."""
+    access = _access(token)
+    text = request.form.get("description", "").strip()
+    files = [
+        Upload(_filename(f.filename), f.mimetype or "application/octet-stream", f.read())
+        for f in request.files.getlist("attachments")
+        if f and f.filename
+    ]
+    if not text and not files:
+        return _page(token, access, error="empty", text=text)
+    settings = settings_of()
+    db = store()
+    with db.transaction():
+        ticket = db.one(
+            "SELECT queue, subject FROM ticket WHERE id = :id", {"id": access.ticket_id}
+        )
+        queue = settings.queues.get(ticket[0]) if ticket else None
+        if queue is None:
+            abort(404)  # a queue removed from the config: nobody to tell
+        workflow.add_followup(
+            db,
+            settings,
+            queue,
+            access.ticket_id,
+            access.person_id,
+            by_technician=False,
+            subject=ticket[1],
+            body_text=text,
+            attachments=files,
+            source="web",
+        )
+    log.info("ticket #%s: follow-up added on the web", access.ticket_id)
+    _send_notifications(access.ticket_id)
+    return redirect(url_for("viewer.ticket_page", token=token, _anchor="last"), code=303)
+
+
+def _send_notifications(ticket_id: int) -> None:
+    from helpdesk.notify.outbox import flush
+
+    try:
+        flush(store(), settings_of(), ticket_id=ticket_id, stop_after=1)
+    except Exception:  # noqa: BLE001 - the follow-up is stored; its mail waits in the outbox
+        log.exception("ticket #%s: notifications stay queued", ticket_id)
+
+
+@bp.get("/t/<token>/a/<int:attachment_id>")
+def attachment(token: str, attachment_id: int) -> Any:
+    """An attachment, always as a download, never rendered by the browser."""
+    access = _access(token)
+    found = load_attachment(store(), access.ticket_id, attachment_id)
+    if found is None:
+        abort(404)
+    filename, content_type, data = found
+    response = send_file(
+        io.BytesIO(data),
+        mimetype=content_type if content_type in SAFE_TYPES else "application/octet-stream",
+        as_attachment=True,
+        download_name=filename,
+        max_age=0,
+    )
+    # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+def _filename(name: str) -> str:
+    """An uploaded file's own name, without any directory or control character."""
+    name = _CONTROL.sub("", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return (name or "file")[:255]
