@@ -7,7 +7,7 @@ PIPE := $(VENV)/bin/helpdesk-pipe
 RUN_CONFIG := var/helpdesk.toml
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast test-deps lint bench bench-quick clean
+.PHONY: venv run test test-fast test-deps lint bench bench-quick clean i18n
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
@@ -39,6 +39,17 @@ run: venv
 	@echo; echo "The mail the helpdesk sent is in var/outbox/*.eml."
 	@echo "Try: $(PIPE) --config $(RUN_CONFIG) ticket show 1"
 	@echo "     $(PIPE) --config $(RUN_CONFIG) mail show 6"
+	@echo; echo "Each ticket's private link, as its requester gets it:"
+	@for id in $$($(PIPE) --config $(RUN_CONFIG) ticket list --json | $(PY) -c 'import json,sys; print(*sorted(t["id"] for t in json.load(sys.stdin)))'); do \
+	  printf '  ticket #%-4s %s\n' "$$id" "$$($(PIPE) --config $(RUN_CONFIG) ticket link $$id)"; \
+	done
+	@echo; echo "Serving the viewer on http://127.0.0.1:8080/ (Ctrl-C to stop)."
+	$(PIPE) --config $(RUN_CONFIG) serve --host 127.0.0.1 --port 8080
+
+# Refresh the French catalogue of the viewer after changing its templates.
+i18n: venv
+	$(VENV)/bin/pybabel extract -F webview/babel.cfg -o var/messages.pot .
+	$(VENV)/bin/pybabel update -i var/messages.pot -d webview/translations -l fr
 
 # What the tests need from the system (PostgreSQL); installs it when run as root.
 test-deps:

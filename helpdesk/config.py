@@ -114,6 +114,7 @@ class Settings:
     trusted_authserv_ids: tuple[str, ...] = ()
     link_days_after_close: int = 30
     timezone: str = "Europe/Paris"
+    trusted_proxies: int = 0
     failed_lookups_per_minute: int = 20
 
     def signing_key(self) -> str:
@@ -250,6 +251,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             web, "failed_lookups_per_minute", 20, "web", config_path
         ),
         timezone=_string(web, "timezone", "web", config_path) or "Europe/Paris",
+        trusted_proxies=_whole(web, "trusted_proxies", 0, "web", config_path),
     )
 
 

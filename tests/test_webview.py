@@ -334,3 +334,14 @@ def test_the_viewer_refuses_a_config_without_a_secret(tmp_path: Path, db_url: st
     config.write_text(re.sub(r'secret_key = ".*"', "", config.read_text()))
     with pytest.raises(ConfigError, match="secret_key"):
         create_app(settings=load_settings(config))
+
+
+def test_behind_a_proxy_the_limit_counts_the_readers_address(config: Path) -> None:
+    _deliver(config, make_mail())
+    link = _link(config)
+    client = _app(config, failed_lookups_per_minute=2, trusted_proxies=1).test_client()
+    guesser = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(2):
+        assert client.get("/t/" + "x" * 43, headers=guesser).status_code == 404
+    assert client.get(link, headers=guesser).status_code == 429
+    assert client.get(link, headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 200

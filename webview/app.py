@@ -71,6 +71,14 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
         MAX_CONTENT_LENGTH=settings.max_size,
         WTF_CSRF_TIME_LIMIT=None,  # a form open all afternoon still posts
     )
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Behind a reverse proxy every request comes from it: the rate limit must
+        # count the reader's address, from X-Forwarded-For.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     app.extensions["helpdesk.settings"] = settings
     app.extensions["helpdesk.failed_lookups"] = FailedLookups(settings.failed_lookups_per_minute)
     catalogues = i18n.load_catalogues()
