@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_skeleton
+from babel.dates import format_time as babel_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -49,9 +50,11 @@ def pick_language(accept_languages: object, queue_language: str) -> str:
 
 
 def format_time(value: datetime | str | None, language: str, zone: str) -> str:
-    """A stored time (aware, or naive UTC as SQLite returns it) in the reader's words."""
+    """A stored time (aware, or naive UTC as SQLite returns it) in the reader's words,
+    to the minute: "28 nov. 2026, 09:14", "Nov 28, 2026, 9:14 AM"."""
     if value is None:
         return ""
-    return format_datetime(
-        as_datetime(value), format="medium", tzinfo=ZoneInfo(zone), locale=language
-    )
+    moment = as_datetime(value)
+    tz = ZoneInfo(zone)
+    day = format_skeleton("yMMMd", moment, tzinfo=tz, locale=language)
+    return f"{day}, {babel_time(moment, format='short', tzinfo=tz, locale=language)}"
