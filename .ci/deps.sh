@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure what the test suite needs from the system is there and running:
 # PostgreSQL reachable at 127.0.0.1:5432 as postgres without a password, database `test`;
-# the openssl command.
+# the openssl command; Debian's chromium for the browser tests (.ci/browser.sh).
 # Idempotent and quick when all is in place; installs and configures when run as root.
 set -euo pipefail
 
@@ -21,6 +21,9 @@ if ! command -v openssl >/dev/null; then
   fi
   DEBIAN_FRONTEND=noninteractive apt_install openssl
 fi
+
+# The browser tests drive Debian's chromium.
+bash "$(dirname "$0")/browser.sh"
 
 if command -v psql >/dev/null && pg_ok; then
   echo "deps: PostgreSQL reachable at $PG_URL"
