@@ -345,3 +345,26 @@ def test_behind_a_proxy_the_limit_counts_the_readers_address(config: Path) -> No
         assert client.get("/t/" + "x" * 43, headers=guesser).status_code == 404
     assert client.get(link, headers=guesser).status_code == 429
     assert client.get(link, headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 200
+
+
+def test_inline_pictures_show_from_our_own_attachments(config: Path) -> None:
+    raw = (
+        b"From: Alice <alice@univ.example>\r\nTo: dsi.support@univ.example\r\n"
+        b"Subject: Capture\r\nMessage-ID: <cid-1@univ.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/related; boundary="r"\r\n\r\n'
+        b"--r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p>Voici l\'erreur :</p><img src="cid:shot@univ.example" alt="capture">\r\n'
+        b"--r\r\nContent-Type: image/png\r\nContent-ID: <shot@univ.example>\r\n"
+        b"Content-Disposition: inline; filename=shot.png\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==\r\n"
+        b"--r--\r\n"
+    )
+    _deliver(config, raw)
+    client = _app(config).test_client()
+    link = _link(config)
+    html = client.get(link).get_data(as_text=True)
+    [src] = re.findall(r'<img src="([^"]+)"', html)
+    assert src.startswith(link + "/a/")
+    assert client.get(src).headers["Content-Type"] == "image/png"
+    assert "images=1" not in html  # nothing remote to ask for

@@ -24,6 +24,7 @@ class FileLink:
     filename: str
     content_type: str
     size: int
+    content_id: str | None = None
 
 
 @dataclass
@@ -88,12 +89,13 @@ def load_ticket(store: Store, ticket_id: int) -> TicketView | None:
         )
     if entries:
         for f in store.execute(
-            "SELECT f.id, f.article_id, f.filename, f.content_type, f.size FROM attachment f"
+            "SELECT f.id, f.article_id, f.filename, f.content_type, f.size, f.content_id"
+            " FROM attachment f"
             " JOIN article a ON a.id = f.article_id"
             " WHERE a.ticket_id = :id AND a.internal = :no ORDER BY f.id",
             {"id": ticket_id, "no": False},
         ).fetchall():
-            entries[f[1]].files.append(FileLink(f[0], f[2] or "file", f[3], f[4]))
+            entries[f[1]].files.append(FileLink(f[0], f[2] or "file", f[3], f[4], f[5]))
     view.entries = list(entries.values())
     return view
 

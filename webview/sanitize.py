@@ -7,11 +7,31 @@ the reader asks: a remote image tells the sender when and where the mail was rea
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from urllib.parse import unquote
 
 import nh3
 
-__all__ = ["safe_html"]
+__all__ = ["safe_html", "inline_images", "has_remote_images"]
+
+_CID_SRC = re.compile(r"""(src\s*=\s*["']?)cid:([^"'\s>]+)""", re.IGNORECASE)
+_REMOTE_SRC = re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def inline_images(html: str, urls: dict[str, str]) -> str:
+    """Point `cid:` images at the attachments they name (our own URLs, shown at once)."""
+
+    def replace(match: re.Match[str]) -> str:
+        url = urls.get(unquote(match.group(2)).strip("<>").lower())
+        return match.group(1) + url if url else match.group(0)
+
+    return _CID_SRC.sub(replace, html) if urls else html
+
+
+def has_remote_images(html: str) -> bool:
+    """Tell whether a body has an image the reader must ask for."""
+    return _REMOTE_SRC.search(html) is not None
 
 _TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt",
@@ -33,8 +53,8 @@ def _keep_images(_tag: str, attribute: str, value: str) -> str | None:
 
 
 def _no_remote_images(tag: str, attribute: str, value: str) -> str | None:
-    if tag == "img" and attribute == "src":
-        return None  # the alt text stays
+    if tag == "img" and attribute == "src" and not value.startswith("/"):
+        return None  # the alt text stays; our own attachments (a path) load
     return value
 
 

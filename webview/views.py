@@ -25,6 +25,8 @@ from webview.app import settings_of
 from webview.app import store
 from webview.data import load_attachment
 from webview.data import load_ticket
+from webview.sanitize import has_remote_images
+from webview.sanitize import inline_images
 from webview.sanitize import safe_html
 
 __all__ = ["bp", "Upload", "SAFE_TYPES"]
@@ -44,6 +46,8 @@ SAFE_TYPES = {
     "audio/mpeg", "video/mp4", "message/rfc822",
 }  # fmt: skip
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Pictures a mail shows inside its text (cid:), served from our own attachments.
+INLINE_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
 @dataclass
@@ -79,11 +83,18 @@ def _page(token: str, access: Access, error: str | None = None, text: str = "") 
     if not request.accept_languages:
         g.language = queue.language if queue else "en"
     g.remote_images = request.args.get("images") == "1"
-    bodies = {
-        entry.id: safe_html(entry.html, g.remote_images) if entry.html else None
-        for entry in ticket.entries
-    }
-    has_images = any(e.html and "<img" in e.html.lower() for e in ticket.entries)
+    bodies = {}
+    for entry in ticket.entries:
+        if entry.html:
+            urls = {
+                f.content_id.strip("<>").lower(): url_for(
+                    "viewer.attachment", token=token, attachment_id=f.id
+                )
+                for f in entry.files
+                if f.content_id and f.content_type in INLINE_IMAGES
+            }
+            bodies[entry.id] = safe_html(inline_images(entry.html, urls), g.remote_images)
+    has_images = any(e.html and has_remote_images(e.html) for e in ticket.entries)
     return render_template(
         "ticket.html",
         ticket=ticket,
