@@ -93,6 +93,26 @@ class Store:
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {_one_line(exc)}") from None
 
+    def end_request(self, healthy: bool = True) -> bool:
+        """End whatever a request left open, to keep the connection for the next one.
+
+        Returns False (and closes) when the connection should not be reused.
+        """
+        if self._conn is None:
+            return False
+        if healthy:
+            try:
+                if self.is_sqlite:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                else:
+                    self._conn.rollback()  # reads opened a transaction: end it
+                return True
+            except Exception:  # noqa: BLE001 - a broken connection is dropped below
+                pass
+        self.close()
+        return False
+
     def close(self) -> None:
         """Close the connection, ignoring errors from a broken one."""
         if self._conn is not None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import re
+import threading
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +28,7 @@ from webview.ratelimit import FailedLookups
 __all__ = ["create_app", "redact"]
 
 csrf = CSRFProtect()
+_local = threading.local()
 _TOKEN_PATH = re.compile(r"/t/[^/\s?\"]+")
 
 
@@ -100,10 +102,10 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
         g.language = i18n.pick_language(request.accept_languages, "en")
 
     @app.teardown_appcontext
-    def _close(_exc: BaseException | None) -> None:
+    def _release(exc: BaseException | None) -> None:
         store = g.pop("store", None)
-        if store is not None:
-            store.close()
+        if store is not None and not store.end_request(healthy=exc is None):
+            _local.__dict__.pop("store", None)
 
     @app.after_request
     def _headers(response: Any) -> Any:
@@ -153,9 +155,16 @@ def store() -> Store:
     """The request's database connection, opened on first use."""
     if "store" not in g:
         settings = settings_of()
-        opened = Store(settings.database_url, settings.busy_timeout)
-        opened.connect()
-        g.store = opened
+        cached = getattr(_local, "store", None)
+        if cached is None or cached.url != settings.database_url:
+            if cached is not None:
+                cached.close()
+            cached = Store(settings.database_url, settings.busy_timeout)
+            cached.connect()
+            # One connection per worker thread, kept between requests: opening one
+            # costs more than the page (PostgreSQL's handshake, SQLite's pragmas).
+            _local.store = cached
+        g.store = cached
     return g.store
 
 
