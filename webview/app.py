@@ -23,6 +23,7 @@ from helpdesk.config import load_settings
 from helpdesk.store import Store
 from helpdesk.store import StoreError
 from webview import i18n
+from webview.cache import PageCache
 from webview.ratelimit import FailedLookups
 
 __all__ = ["create_app", "redact"]
@@ -83,6 +84,7 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
         )
     app.extensions["helpdesk.settings"] = settings
     app.extensions["helpdesk.failed_lookups"] = FailedLookups(settings.failed_lookups_per_minute)
+    app.extensions["helpdesk.page_cache"] = PageCache(128)
     catalogues = i18n.load_catalogues()
     csrf.init_app(app)
     # The access log and Flask's own error lines name the URL: tokens stay out.

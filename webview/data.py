@@ -13,7 +13,15 @@ from typing import Any
 
 from helpdesk.store import Store
 
-__all__ = ["TicketView", "Entry", "FileLink", "load_ticket", "load_attachment"]
+__all__ = [
+    "TicketView",
+    "Entry",
+    "FileLink",
+    "load_ticket",
+    "load_header",
+    "load_entries",
+    "load_attachment",
+]
 
 
 @dataclass
@@ -59,6 +67,14 @@ class TicketView:
 
 def load_ticket(store: Store, ticket_id: int) -> TicketView | None:
     """Read a ticket and its public thread."""
+    view = load_header(store, ticket_id)
+    if view is not None:
+        load_entries(store, view)
+    return view
+
+
+def load_header(store: Store, ticket_id: int) -> TicketView | None:
+    """Read a ticket without its thread: what says whether a cached page is still right."""
     row = store.one(
         "SELECT t.id, t.queue, t.subject, t.status, t.created_at, t.updated_at,"
         " t.requester_id, a.name, a.email FROM ticket t"
@@ -67,7 +83,12 @@ def load_ticket(store: Store, ticket_id: int) -> TicketView | None:
     )
     if row is None:
         return None
-    view = TicketView(*row[:7], assignee_name=(row[7] or row[8]) if row[8] else None)
+    return TicketView(*row[:7], assignee_name=(row[7] or row[8]) if row[8] else None)
+
+
+def load_entries(store: Store, view: TicketView) -> None:
+    """Read a ticket's public thread, oldest first, with its files."""
+    ticket_id = view.id
     entries: dict[int, Entry] = {}
     for a in store.execute(
         "SELECT a.id, p.email, p.name, a.author_id, a.source, a.created_at, a.body_text,"
@@ -97,7 +118,6 @@ def load_ticket(store: Store, ticket_id: int) -> TicketView | None:
         ).fetchall():
             entries[f[1]].files.append(FileLink(f[0], f[2] or "file", f[3], f[4], f[5]))
     view.entries = list(entries.values())
-    return view
 
 
 def load_attachment(

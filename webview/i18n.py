@@ -10,6 +10,7 @@ from __future__ import annotations
 import gettext
 import io
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -49,11 +50,14 @@ def pick_language(accept_languages: object, queue_language: str) -> str:
     return best or (queue_language if queue_language in LANGUAGES else "en")
 
 
+@lru_cache(maxsize=4096)
 def format_time(value: datetime | str | None, language: str, zone: str) -> str:
     """A stored time (aware, or naive UTC as SQLite returns it) in the reader's words,
     to the minute: "28 nov. 2026, 09:14", "Nov 28, 2026, 9:14 AM"."""
     if value is None:
         return ""
+    # Cached: Babel parses its locale data at every call, and a page shows the same
+    # stored times again and again.
     moment = as_datetime(value)
     tz = ZoneInfo(zone)
     day = format_skeleton("yMMMd", moment, tzinfo=tz, locale=language)

@@ -33,6 +33,7 @@ def has_remote_images(html: str) -> bool:
     """Tell whether a body has an image the reader must ask for."""
     return _REMOTE_SRC.search(html) is not None
 
+
 _TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "div", "dl", "dt",
     "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "li", "ol", "p", "pre",

@@ -17,14 +17,17 @@ from flask import render_template
 from flask import request
 from flask import send_file
 from flask import url_for
+from markupsafe import Markup
 
 from helpdesk import tokens
 from helpdesk import workflow
 from helpdesk.tokens import Access
 from webview.app import settings_of
 from webview.app import store
+from webview.data import TicketView
 from webview.data import load_attachment
-from webview.data import load_ticket
+from webview.data import load_entries
+from webview.data import load_header
 from webview.sanitize import has_remote_images
 from webview.sanitize import inline_images
 from webview.sanitize import safe_html
@@ -76,13 +79,47 @@ def _access(token: str) -> Access:
 
 def _page(token: str, access: Access, error: str | None = None, text: str = "") -> Any:
     settings = settings_of()
-    ticket = load_ticket(store(), access.ticket_id)
+    db = store()
+    ticket = load_header(db, access.ticket_id)
     if ticket is None:
         abort(404)
     queue = settings.queues.get(ticket.queue)
     if not request.accept_languages:
         g.language = queue.language if queue else "en"
     g.remote_images = request.args.get("images") == "1"
+    # Everything above the form changes only with the ticket, whose updated_at moves
+    # with every new entry: rendered once per worker, not at every reload.
+    key = (
+        ticket.id,
+        str(ticket.updated_at),
+        ticket.status,
+        ticket.assignee_name,
+        token,
+        g.language,
+        g.remote_images,
+    )
+    cache = current_app.extensions["helpdesk.page_cache"]
+    body = cache.get(key)
+    if body is None:
+        load_entries(db, ticket)
+        body = Markup(
+            render_template(
+                "ticket_body.html",
+                ticket=ticket,
+                token=token,
+                bodies=_bodies(ticket, token),
+                queue_name=(queue.display_name if queue else ticket.queue),
+                has_images=any(e.html and has_remote_images(e.html) for e in ticket.entries),
+            )
+        )
+        cache.put(key, body)
+    return render_template(
+        "ticket.html", ticket=ticket, token=token, body=body, error=error, text=text
+    ), (400 if error else 200)
+
+
+def _bodies(ticket: TicketView, token: str) -> dict[int, str]:
+    """The sanitized HTML of each entry that has one, its inline pictures ours."""
     bodies = {}
     for entry in ticket.entries:
         if entry.html:
@@ -94,18 +131,7 @@ def _page(token: str, access: Access, error: str | None = None, text: str = "") 
                 if f.content_id and f.content_type in INLINE_IMAGES
             }
             bodies[entry.id] = safe_html(inline_images(entry.html, urls), g.remote_images)
-    has_images = any(e.html and has_remote_images(e.html) for e in ticket.entries)
-    return render_template(
-        "ticket.html",
-        ticket=ticket,
-        token=token,
-        bodies=bodies,
-        queue_name=(queue.display_name if queue else ticket.queue),
-        has_images=has_images,
-        error=error,
-        text=text,
-        lang=g.language,
-    ), (400 if error else 200)
+    return bodies
 
 
 @bp.get("/t/<token>")
