@@ -1,4 +1,5 @@
-"""The helpdesk-pipe benchmark: latency, peak memory and import cost of `deliver`.
+"""The helpdesk-pipe benchmark: latency, peak memory and import cost of `deliver`, and the
+throughput of the viewer's ticket page under gunicorn (bench/web.py).
 
 Run it through bench/run.sh. It must run under the interpreter being measured (the
 project's venv): every child process is started with sys.executable, and psycopg is
@@ -14,6 +15,8 @@ Environment (all optional):
   UPDATE_README=0  do not rewrite the results block of bench/README.md
   CHECK=1          exit 1 when a target is missed or a forbidden module is imported
   KEEP=1           keep the scratch directory bench/results/work (databases, mails)
+  BENCH_WEB=0      skip the viewer benchmark (section 4)
+  WEB_ROUNDS, WEB_THREADS, WEB_WARMUP, WEB_SECONDS   see bench/web.py
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from importlib import metadata
 from pathlib import Path
 
 import mails
+import web
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -629,6 +633,8 @@ def render(res: dict) -> str:
                                       for m in r["forbidden_loaded"]]
     a(f"| deliver path imports none of {', '.join(FORBIDDEN)} | "
       f"{', '.join(sorted(set(forb))) or 'none loaded'} | {verdict(not forb)} |")
+    if res["web"]:
+        out.extend(web.target_rows(res["web"]))
     a("")
     a(f"### 1. Latency of one delivery, whole process (ms; {lat['runs']} measured rounds after "
       f"{lat['warmup']} warm-up, variants shuffled in each round)")
@@ -731,6 +737,13 @@ def render(res: dict) -> str:
         a(f"| `{r['module']}` | {r['self_ms']:.1f} | {r['cum_ms']:.1f} | "
           f"{'`' + r['imported_by'] + '`' if r['imported_by'] else '(top level)'} |")
     a("")
+    if res["web"]:
+        out.extend(web.render(res["web"]))
+    else:
+        a("### 4. The ticket page under gunicorn")
+        a("")
+        a("Skipped (BENCH_WEB=0).")
+    a("")
     a(f"Raw data: `bench/results/{res['json_name']}` (not committed).")
     return "\n".join(out)
 
@@ -757,7 +770,10 @@ def main() -> int:
         latency = bench_latency(work, pg)
         imports = bench_imports(work, latency)
         memory = bench_memory(work, latency)
-    res = {"env": env, "latency": latency, "memory": memory, "imports": imports}
+    webres = None
+    if os.environ.get("BENCH_WEB") != "0":
+        webres = web.bench_web(work, sys.modules[__name__])
+    res = {"env": env, "latency": latency, "memory": memory, "imports": imports, "web": webres}
     res["wall_s"] = time.perf_counter() - started
     res["env"]["loadavg_end"] = os.getloadavg()
     forb = imports["forbidden_loaded"] + [m for r in imports["real_deliver"].values()
@@ -768,6 +784,7 @@ def main() -> int:
         "rss_mb": memory["deliver"]["maxrss_mb_max"],
         "rss_ok": memory["deliver"]["maxrss_mb_max"] < RSS_TARGET_MB,
         "imports_ok": not forb,
+        "web_ok": webres is None or all(webres["targets"].values()),
     }
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     res["json_name"] = f"bench-{stamp}{'-quick' if QUICK else ''}.json"
@@ -785,7 +802,7 @@ def main() -> int:
     if os.environ.get("KEEP") != "1":
         os.chdir(HERE)
         shutil.rmtree(work)
-    failed = not all(res["targets"][k] for k in ("ratio_ok", "rss_ok", "imports_ok"))
+    failed = not all(res["targets"][k] for k in ("ratio_ok", "rss_ok", "imports_ok", "web_ok"))
     if failed:
         log("a target is missed: see the Targets table")
     return 1 if failed and os.environ.get("CHECK") == "1" else 0

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the helpdesk-pipe benchmark and rewrite the results block of bench/README.md.
-#   bench/run.sh                  full run (~3 min on 2 cores)
+#   bench/run.sh                  full run (~5 min on 2 cores; the viewer part is bench/web.py)
 #   QUICK=1 bench/run.sh          smoke test: few runs, README left alone (UPDATE_README=1 to force)
 #   PY=/path/to/python bench/run.sh   measure another interpreter (it must have helpdesk-pipe installed)
-# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, CHECK=1, KEEP=1):
+# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, CHECK=1, KEEP=1,
+# BENCH_WEB=0, WEB_ROUNDS, WEB_THREADS, WEB_WARMUP, WEB_SECONDS):
 # see the docstring of bench/bench.py.
 set -euo pipefail
 
@@ -18,6 +19,15 @@ fi
 if ! "$PY" -c 'import helpdesk.ingest.deliver' 2>/dev/null; then
     echo "bench/run.sh: $PY cannot import helpdesk (pip install -e . in that venv)" >&2
     exit 2
+fi
+
+if [ "${BENCH_WEB:-1}" != 0 ]; then
+    # Section 4 (bench/web.py): the viewer under gunicorn, from the same venv.
+    if [ ! -x "$(dirname "$PY")/gunicorn" ] || ! "$PY" -c 'import webview' 2>/dev/null; then
+        echo "bench/run.sh: gunicorn or webview missing next to $PY (pip install -e . gunicorn," \
+             "or BENCH_WEB=0 to skip the viewer benchmark)" >&2
+        exit 2
+    fi
 fi
 
 if [ ! -x /usr/bin/time ]; then
