@@ -88,8 +88,11 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     catalogues = i18n.load_catalogues()
     csrf.init_app(app)
     # The access log and Flask's own error lines name the URL: tokens stay out.
-    for logger in (logging.getLogger("werkzeug"), app.logger, logging.getLogger("gunicorn")):
-        logger.addFilter(RedactTokens())
+    # A logger's filter sees only what is logged on it, not what its children pass up:
+    # each logger that names URLs gets its own.
+    for name in ("werkzeug", "gunicorn.error", "gunicorn.access"):
+        logging.getLogger(name).addFilter(RedactTokens())
+    app.logger.addFilter(RedactTokens())
 
     app.jinja_env.add_extension("jinja2.ext.i18n")
     # Jinja's new-style gettext formats the %(name)s placeholders itself.
