@@ -368,3 +368,44 @@ def test_inline_pictures_show_from_our_own_attachments(config: Path) -> None:
     assert src.startswith(link + "/a/")
     assert client.get(src).headers["Content-Type"] == "image/png"
     assert "images=1" not in html  # nothing remote to ask for
+
+
+def test_no_token_reaches_gunicorns_logs(config: Path) -> None:
+    """Production: gunicorn with its access log on, as a sysadmin might turn it on."""
+    import os
+    import socket
+    import sys
+
+    _deliver(config, make_mail())
+    link = _link(config)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    env = {**os.environ, "HELPDESK_CONFIG": str(config)}
+    args = [gunicorn, "-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", "-"]
+    with subprocess.Popen(
+        [*args, "--error-logfile", "-", "webview:create_app()"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as server:
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{link}", timeout=5)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "gunicorn did not answer"
+                    time.sleep(0.2)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/t/{'q' * 43}", timeout=5)
+            except urllib.error.HTTPError:
+                pass
+        finally:
+            server.terminate()
+        log = server.stdout.read()
+    assert '"GET /t/… HTTP/1.1" 200' in log, log
+    assert link.split("/")[-1] not in log and "q" * 43 not in log
