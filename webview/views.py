@@ -17,6 +17,7 @@ from flask import render_template
 from flask import request
 from flask import send_file
 from flask import url_for
+from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 
 from helpdesk import tokens
@@ -99,9 +100,35 @@ def _page(token: str, access: Access, error: str | None = None, text: str = "") 
         g.remote_images,
     )
     cache = current_app.extensions["helpdesk.page_cache"]
+    if error is None:
+        # The whole page is kept, with a stand-in for the one thing that is the
+        # reader's own, the CSRF token (Flask-WTF ties it to their session).
+        page = cache.get((*key, "page"))
+        if page is None:
+            page = _render(ticket, token, queue, key, cache, csrf=_CSRF_SLOT)
+            cache.put((*key, "page"), page)
+        return page.replace(_CSRF_SLOT, generate_csrf()), 200
+    return _render(
+        ticket, token, queue, key, cache, csrf=generate_csrf(), error=error, text=text
+    ), 400
+
+
+_CSRF_SLOT = "\x00csrf\x00"
+
+
+def _render(
+    ticket: TicketView,
+    token: str,
+    queue: Any,
+    key: tuple,
+    cache: Any,
+    csrf: str,
+    error: str | None = None,
+    text: str = "",
+) -> str:
     body = cache.get(key)
     if body is None:
-        load_entries(db, ticket)
+        load_entries(store(), ticket)
         body = Markup(
             render_template(
                 "ticket_body.html",
@@ -114,8 +141,8 @@ def _page(token: str, access: Access, error: str | None = None, text: str = "") 
         )
         cache.put(key, body)
     return render_template(
-        "ticket.html", ticket=ticket, token=token, body=body, error=error, text=text
-    ), (400 if error else 200)
+        "ticket.html", ticket=ticket, token=token, body=body, csrf=csrf, error=error, text=text
+    )
 
 
 def _bodies(ticket: TicketView, token: str) -> dict[int, str]:
