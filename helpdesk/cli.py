@@ -380,6 +380,43 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
     _emit(data, as_json, text)
 
 
+# -- MTA wiring -----------------------------------------------------------
+
+
+def _installed_command() -> str:
+    """The absolute path of this helpdesk-pipe, as the MTA must call it."""
+    import shutil
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "helpdesk-pipe"
+    if beside.exists():
+        return str(beside.absolute())
+    found = shutil.which("helpdesk-pipe")
+    return str(Path(found).absolute()) if found else str(Path(sys.argv[0]).absolute())
+
+
+@cli.command()
+@pass_ctx
+def aliases(obj: Context) -> None:
+    """Print the /etc/aliases lines that pipe each queue's addresses into it."""
+    settings = obj.settings
+    import shlex
+
+    # Quoted for the shell the MTA runs the pipe through: a path may hold a space.
+    command = shlex.quote(_installed_command())
+    config = f" --config {shlex.quote(str(settings.path.absolute()))}" if settings.path else ""
+    lines = []
+    for queue in settings.queues.values():
+        for address in queue.addresses or (queue.name,):
+            local = address.rpartition("@")[0] or address
+            pipe = f'"|{command}{config} deliver --queue {queue.name}"'
+            lines.append(f"{local + ':':<24}{pipe}")
+    click.echo(
+        "# helpdesk-pipe queues (then `newaliases`; the MTA runs these with PATH=/usr/bin:/bin)"
+    )
+    click.echo("\n".join(lines))
+
+
 # -- viewer ---------------------------------------------------------------
 
 

@@ -131,3 +131,24 @@ def test_init_from_a_plain_pip_install(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "upgraded from empty to revision" in result.stdout
+
+
+def test_aliases_lines_pipe_mail_into_their_queue(config: Path) -> None:
+    import shlex
+
+    result = run_cli(config, "aliases")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    by_alias = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in lines}
+    assert set(by_alias) == {"dsi.support", "immobilier.travaux", "scd.informatique"}
+    pipe = by_alias["immobilier.travaux"]
+    assert pipe.startswith('"|/') and pipe.endswith('deliver --queue immobilier"')
+    argv = shlex.split(pipe[2:-1])
+    assert Path(argv[0]).is_absolute() and Path(argv[0]).exists()
+    # The very command the MTA would run, with the MTA's bare environment.
+    delivered = subprocess.run(
+        argv, input=make_mail(), capture_output=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert delivered.returncode == 0, delivered.stderr
+    [ticket] = cli_json(config, "ticket", "list")
+    assert ticket["queue"] == "immobilier"
