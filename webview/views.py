@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
@@ -22,6 +21,7 @@ from markupsafe import Markup
 
 from helpdesk import tokens
 from helpdesk import workflow
+from helpdesk.ingest.parsed import ParsedAttachment
 from helpdesk.tokens import Access
 from webview.app import settings_of
 from webview.app import store
@@ -33,7 +33,7 @@ from webview.sanitize import has_remote_images
 from webview.sanitize import inline_images
 from webview.sanitize import safe_html
 
-__all__ = ["bp", "Upload", "SAFE_TYPES"]
+__all__ = ["bp", "SAFE_TYPES"]
 
 bp = Blueprint("viewer", __name__)
 log = logging.getLogger("helpdesk.webview")
@@ -52,17 +52,6 @@ SAFE_TYPES = {
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Pictures a mail shows inside its text (cid:), served from our own attachments.
 INLINE_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
-
-
-@dataclass
-class Upload:
-    """A file sent with the follow-up form, as the workflow takes it."""
-
-    filename: str
-    content_type: str
-    data: bytes
-    content_id: str | None = None
-    inline: bool = False
 
 
 def _access(token: str) -> Access:
@@ -173,7 +162,8 @@ def add_followup(token: str) -> Any:
     access = _access(token)
     text = request.form.get("description", "").strip()
     files = [
-        Upload(_filename(f.filename), f.mimetype or "application/octet-stream", f.read())
+        # An upload is stored like a file that came by mail.
+        ParsedAttachment(_filename(f.filename), f.mimetype or "application/octet-stream", f.read())
         for f in request.files.getlist("attachments")
         if f and f.filename
     ]
