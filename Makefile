@@ -56,7 +56,7 @@ test-deps:
 	@bash .ci/deps.sh
 
 test: venv test-deps
-	$(VENV)/bin/ruff check helpdesk tests migrations bench
+	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests, for a quick local loop.
@@ -64,7 +64,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -ra -m 'not slow' $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check helpdesk tests migrations bench
+	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
 
 bench: venv
 	bash bench/run.sh
