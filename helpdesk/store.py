@@ -86,10 +86,13 @@ class Store:
         self._errors, self._integrity = (psycopg.Error,), (psycopg.errors.IntegrityError,)
         dsn = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", self.url)
         try:
-            self._conn = psycopg.connect(dsn, connect_timeout=max(1, int(self.busy_timeout)))
+            # Autocommit, as sqlite3 runs here: a lone read is one round trip, not
+            # BEGIN, SELECT, ROLLBACK; writes say BEGIN themselves (transaction()).
+            self._conn = psycopg.connect(
+                dsn, connect_timeout=max(1, int(self.busy_timeout)), autocommit=True
+            )
             # Waiting on a row lock is bounded like SQLite's busy timeout: then exit 75.
             self._conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
-            self._conn.commit()
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {_one_line(exc)}") from None
 
@@ -102,11 +105,8 @@ class Store:
             return False
         if healthy:
             try:
-                if self.is_sqlite:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                else:
-                    self._conn.rollback()  # reads opened a transaction: end it
+                if self._in_transaction():
+                    self._conn.execute("ROLLBACK")  # a request that died mid-transaction
                 return True
             except Exception:  # noqa: BLE001 - a broken connection is dropped below
                 pass
@@ -134,13 +134,9 @@ class Store:
     def transaction(self) -> Iterator[Store]:
         """Run a write transaction: BEGIN IMMEDIATE on SQLite, commit or roll back."""
         try:
-            if self.is_sqlite:
-                self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN")
             yield self
-            if self.is_sqlite:
-                self._conn.execute("COMMIT")
-            else:
-                self._conn.commit()
+            self._conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback()
             if isinstance(exc, self._integrity):
@@ -149,13 +145,17 @@ class Store:
                 raise StoreError(_one_line(exc)) from exc
             raise
 
+    def _in_transaction(self) -> bool:
+        if self.is_sqlite:
+            return bool(self._conn.in_transaction)
+        from psycopg.pq import TransactionStatus
+
+        return self._conn.info.transaction_status != TransactionStatus.IDLE
+
     def _rollback(self) -> None:
         try:
-            if self.is_sqlite:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-            else:
-                self._conn.rollback()
+            if self._in_transaction():
+                self._conn.execute("ROLLBACK")
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
 

@@ -47,10 +47,14 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 @dataclass(frozen=True)
 class Access:
-    """What a valid token opens: a ticket, for a person."""
+    """What a valid token opens: a ticket, for a person, and the ticket's state now."""
 
     ticket_id: int
     person_id: int
+    status: str = ""
+    # Moves with every change the ticket's page shows (the workflow sees to it):
+    # the viewer keys its rendered pages on it.
+    updated_at: object = None
 
 
 def lookup(store: Store, token: str, days_after_close: int) -> Access | None:
@@ -60,7 +64,7 @@ def lookup(store: Store, token: str, days_after_close: int) -> Access | None:
         return None
     digest = hash_token(token)
     row = store.one(
-        "SELECT a.ticket_id, a.person_id, a.token_sha256, t.status, t.closed_at"
+        "SELECT a.ticket_id, a.person_id, a.token_sha256, t.status, t.closed_at, t.updated_at"
         " FROM access_token a JOIN ticket t ON t.id = a.ticket_id"
         " WHERE a.token_sha256 = :sha AND a.revoked_at IS NULL",
         {"sha": digest},
@@ -71,7 +75,7 @@ def lookup(store: Store, token: str, days_after_close: int) -> Access | None:
         closed_at = as_datetime(row[4])
         if utcnow() - closed_at > timedelta(days=days_after_close):
             return None
-    return Access(int(row[0]), int(row[1]))
+    return Access(int(row[0]), int(row[1]), row[3], row[5])
 
 
 def revoke(store: Store, ticket_id: int) -> int:

@@ -2,6 +2,8 @@
 
 Functions take an open Store inside the caller's transaction and never commit:
 the caller decides what is atomic (research/style.md, "Transactions belong to callers").
+Every change a requester's page shows (an entry, a status, a technician) must move
+ticket.updated_at: the viewer keeps rendered pages keyed on it.
 """
 
 from __future__ import annotations

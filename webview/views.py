@@ -69,33 +69,28 @@ def _access(token: str) -> Access:
 
 def _page(token: str, access: Access, error: str | None = None, text: str = "") -> Any:
     settings = settings_of()
-    db = store()
-    ticket = load_header(db, access.ticket_id)
+    g.remote_images = request.args.get("images") == "1"
+    accept = bool(request.accept_languages)
+    # Everything the page shows changes only with the ticket, whose updated_at moves
+    # with every change (the token lookup reads it): a page is rendered once per
+    # worker and ticket state, then served again without reading the thread.
+    key = (access.ticket_id, str(access.updated_at), access.status, token, g.language, accept)
+    key += (g.remote_images,)
+    cache = current_app.extensions["helpdesk.page_cache"]
+    page = cache.get((*key, "page")) if error is None else None
+    if page is not None:
+        return page.replace(_CSRF_SLOT, generate_csrf()), 200
+    ticket = load_header(store(), access.ticket_id)
     if ticket is None:
         abort(404)
     queue = settings.queues.get(ticket.queue)
-    if not request.accept_languages:
+    if not accept:
         g.language = queue.language if queue else "en"
-    g.remote_images = request.args.get("images") == "1"
-    # Everything above the form changes only with the ticket, whose updated_at moves
-    # with every new entry: rendered once per worker, not at every reload.
-    key = (
-        ticket.id,
-        str(ticket.updated_at),
-        ticket.status,
-        ticket.assignee_name,
-        token,
-        g.language,
-        g.remote_images,
-    )
-    cache = current_app.extensions["helpdesk.page_cache"]
     if error is None:
-        # The whole page is kept, with a stand-in for the one thing that is the
-        # reader's own, the CSRF token (Flask-WTF ties it to their session).
-        page = cache.get((*key, "page"))
-        if page is None:
-            page = _render(ticket, token, queue, key, cache, csrf=_CSRF_SLOT)
-            cache.put((*key, "page"), page)
+        # Kept whole, with a slot for the one thing that is the reader's own: the
+        # CSRF token (Flask-WTF ties it to their session).
+        page = _render(ticket, token, queue, key, cache, csrf=_CSRF_SLOT)
+        cache.put((*key, "page"), page)
         return page.replace(_CSRF_SLOT, generate_csrf()), 200
     return _render(
         ticket, token, queue, key, cache, csrf=generate_csrf(), error=error, text=text
