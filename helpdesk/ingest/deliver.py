@@ -228,9 +228,12 @@ def _person_mail(
     email, name = _requester(mail, envelope)
     subject = mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"])
     match = find_ticket(store, settings, queue, mail, envelope)
+    # A From that failed DMARC or DKIM is not the sender's to trust: no ticket of
+    # someone else's takes it, and nothing is sent to that address.
+    forged = authentication_failure(settings, mail)
     refused = None
     if match is not None:
-        writer = check_writer(store, settings, queue, match, mail, email)
+        writer = check_writer(store, settings, queue, match, mail, email, forged)
         if writer.allowed:
             author = workflow.ensure_person(store, email, name)
             workflow.add_followup(
@@ -259,9 +262,6 @@ def _person_mail(
                 match.ticket_id,
             )
         refused = f"not let into ticket #{match.ticket_id} ({match.via}): {writer.why}"
-    # A From that failed DMARC or DKIM is not the requester's to trust: the ticket
-    # is opened for the technicians, but nothing is sent to that address.
-    forged = authentication_failure(settings, mail)
     if forged:
         refused = "; ".join(filter(None, [refused, f"{forged}: no acknowledgement sent"]))
     # Our tag of another ticket has no place in this one's subject: replies

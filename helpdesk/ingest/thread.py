@@ -211,9 +211,10 @@ def check_writer(
     match: ThreadMatch,
     mail: ParsedMail,
     sender: str,
+    forged: str | None,
 ) -> Writer:
-    """Decide whether the sender may add to the matched ticket, and as a technician or not."""
-    forged = authentication_failure(settings, mail)
+    """Decide whether the sender may add to the matched ticket, and as a technician or not;
+    `forged` is what authentication_failure() said of the mail."""
     technicians = {email for email, _name in settings.technicians(queue)}
     if match.signed:
         # The address proves they got our mail; a failed DMARC still denies them
