@@ -203,6 +203,18 @@ def make_mail(
     ).encode()
 
 
+def db_execute(config_path: Path, sql: str, **params: Any) -> list[tuple]:
+    """Run one statement in its own transaction through the pipe's store; return its rows."""
+    from helpdesk.config import load_settings
+    from helpdesk.store import Store
+
+    settings = load_settings(config_path)
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        with store.transaction():
+            cursor = store.execute(sql, params)
+            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+
+
 def have(binary: str) -> bool:
     """Tell whether a program is on PATH."""
     return shutil.which(binary) is not None

@@ -16,6 +16,7 @@ import pytest
 from conftest import INSTANCE
 from conftest import SECRET_KEY
 from conftest import cli_json
+from conftest import db_execute
 from conftest import make_mail
 from conftest import run_cli
 from conftest import run_pipe
@@ -79,15 +80,12 @@ def _ticket(config: Path, ticket_id: int) -> dict[str, Any]:
     return cli_json(config, "ticket", "show", str(ticket_id))
 
 
-def _db(config: Path, sql: str, **params: Any) -> list[tuple]:
-    from helpdesk.config import load_settings
-    from helpdesk.store import Store
-
-    settings = load_settings(config)
-    with Store(settings.database_url, settings.busy_timeout) as store:
-        with store.transaction():
-            cursor = store.execute(sql, params)
-            return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+def _ticket_and_its_ack(config: Path, catcher: SmtpCatcher) -> EmailMessage:
+    """Open ticket 1 from Alice; return her acknowledgement, the catcher emptied."""
+    _deliver(config, make_mail())
+    [ack] = _to(catcher.wait_for(3), ALICE)
+    catcher.clear()
+    return ack
 
 
 # -- acknowledgement ---------------------------------------------------------
@@ -121,8 +119,10 @@ def test_new_mail_gets_one_french_acknowledgement_with_link_and_recorded_id(
     [token] = LINK.findall(body)
 
     # The token is only stored as its hash; the Message-ID is the one the outbox shows.
-    assert _db(smtp_config, "SELECT token_sha256 FROM access_token") == [(hash_token(token),)]
-    assert token not in str(_db(smtp_config, "SELECT * FROM access_token"))
+    assert db_execute(smtp_config, "SELECT token_sha256 FROM access_token") == [
+        (hash_token(token),)
+    ]
+    assert token not in str(db_execute(smtp_config, "SELECT * FROM access_token"))
     rows = cli_json(smtp_config, "outbox", "list")
     [row] = [r for r in rows if r["kind"] == "ack"]
     assert f"<{row['message_id']}>" == ack["Message-ID"]
@@ -150,9 +150,7 @@ def test_english_queue_acknowledges_in_english(
 def test_reply_by_in_reply_to_lands_in_the_ticket_quote_trimmed(
     smtp_config: Path, smtp_catcher: SmtpCatcher
 ) -> None:
-    _deliver(smtp_config, make_mail())
-    [ack] = _to(smtp_catcher.wait_for(3), ALICE)
-    smtp_catcher.clear()
+    ack = _ticket_and_its_ack(smtp_config, smtp_catcher)
     _deliver(smtp_config, _reply(ack, subject="Autre chose"))
     [ticket] = cli_json(smtp_config, "ticket", "list")
     shown = _ticket(smtp_config, ticket["id"])
@@ -241,9 +239,7 @@ def test_dmarc_failed_forged_from_is_a_stranger_and_gets_no_mail(
         "[mail]\n", '[mail]\ntrusted_authserv_ids = ["mx.univ.example"]\n', 1
     )
     smtp_config.write_text(config)
-    _deliver(smtp_config, make_mail())
-    [ack] = _to(smtp_catcher.wait_for(3), ALICE)
-    smtp_catcher.clear()
+    ack = _ticket_and_its_ack(smtp_config, smtp_catcher)
     # A header from a server we do not trust proves nothing either way.
     untrusted = "Authentication-Results: evil.example; dmarc=pass header.from=univ.example\r\n"
     failed = (
@@ -324,9 +320,7 @@ def test_our_own_acknowledgement_fed_back_is_a_loop(
 def test_auto_reply_to_our_mail_is_filed_silently(
     smtp_config: Path, smtp_catcher: SmtpCatcher
 ) -> None:
-    _deliver(smtp_config, make_mail())
-    [ack] = _to(smtp_catcher.wait_for(3), ALICE)
-    smtp_catcher.clear()
+    ack = _ticket_and_its_ack(smtp_config, smtp_catcher)
     ooo = make_mail(
         subject="Réponse automatique : absente jusqu'au 5 décembre",
         body="Je suis absente.\n",
@@ -552,9 +546,7 @@ def test_a_huge_text_is_cut_in_notifications_and_kept_whole_in_the_ticket(config
 def test_a_strangers_fake_auto_reply_is_not_filed_in_the_ticket(
     smtp_config: Path, smtp_catcher: SmtpCatcher
 ) -> None:
-    _deliver(smtp_config, make_mail())
-    [ack] = _to(smtp_catcher.wait_for(3), ALICE)
-    smtp_catcher.clear()
+    ack = _ticket_and_its_ack(smtp_config, smtp_catcher)
     fake = make_mail(
         sender="mallory@evil.example",
         subject="[HD #1] Undelivered Mail Returned to Sender",
@@ -657,9 +649,9 @@ def test_backoff_and_lease_of_a_flusher_that_died(
     assert run_cli(config, "outbox", "flush", "--due-only").stdout.startswith("2 sent")
     # A flusher that died while sending leaves its row `sending`: nobody takes it
     # before its lease runs out, not even a flush that ignores retry times.
-    _db(config, "UPDATE outbox_message SET status = 'sending' WHERE kind = 'ack'")
+    db_execute(config, "UPDATE outbox_message SET status = 'sending' WHERE kind = 'ack'")
     assert run_cli(config, "outbox", "flush").stdout.startswith("0 sent")
-    _db(config, "UPDATE outbox_message SET next_try_at = created_at WHERE kind = 'ack'")
+    db_execute(config, "UPDATE outbox_message SET next_try_at = created_at WHERE kind = 'ack'")
     assert run_cli(config, "outbox", "flush", "--due-only").stdout.startswith("1 sent")
     assert len(smtp_catcher.messages) == 3
     assert {r["status"] for r in cli_json(config, "outbox", "list")} == {"sent"}

@@ -35,7 +35,7 @@ NOTIFICATION_EN = (
     "\n"
     "Hello Alice,\n"
     "\n"
-    "Your request #1234 \"Printer out of order\" was updated:\n"
+    'Your request #1234 "Printer out of order" was updated:\n'
     "a technician will come on Monday morning.\n"
 )
 
@@ -97,11 +97,8 @@ def test_apple_mail_marker_attribution_inside_the_quote() -> None:
 
 
 def test_thunderbird_de_marker() -> None:
-    mail = (
-        "Hallo,\n"
-        "Montag passt.\n"
-        "\n"
-        "Am 28.11.2026 um 09:00 schrieb Helpdesk DSI:\n" + quoted(NOTIFICATION_EN)
+    mail = "Hallo,\nMontag passt.\n\nAm 28.11.2026 um 09:00 schrieb Helpdesk DSI:\n" + quoted(
+        NOTIFICATION_EN
     )
     assert trim_quoted(mail) == "Hallo,\nMontag passt."
 
@@ -213,12 +210,7 @@ def test_gmail_en_reply_without_marker() -> None:
 
 
 def test_thunderbird_fr_reply_without_marker() -> None:
-    mail = (
-        "Bureau 12.\n"
-        "\n"
-        "Le 28/11/2026 à 09:00, Bob Technicien a écrit :\n"
-        "> Dans quel bureau ?\n"
-    )
+    mail = "Bureau 12.\n\nLe 28/11/2026 à 09:00, Bob Technicien a écrit :\n> Dans quel bureau ?\n"
     assert trim_quoted(mail) == "Bureau 12."
 
 
@@ -235,13 +227,7 @@ def test_apple_mail_fr_attribution_unquoted() -> None:
 
 def test_writer_line_above_the_attribution_is_kept() -> None:
     # Lines that start like an attribution ("On", "Le" and a date) but stand on their own.
-    mail = (
-        "Hi\n"
-        "\n"
-        "Le 3 décembre je serai absent.\n"
-        "Alice a écrit :\n"
-        "> Quand passez-vous ?\n"
-    )
+    mail = "Hi\n\nLe 3 décembre je serai absent.\nAlice a écrit :\n> Quand passez-vous ?\n"
     assert trim_quoted(mail) == "Hi\n\nLe 3 décembre je serai absent."
     mail = "Hi\n\nLe 3 décembre, 10h\nLe 28 nov. 2026 à 09:00, Bob a écrit :\n> Quand ?\n"
     assert trim_quoted(mail) == "Hi\n\nLe 3 décembre, 10h"
@@ -313,11 +299,7 @@ def test_bottom_posting_is_kept_whole() -> None:
 
 
 def test_only_a_quote_is_unchanged() -> None:
-    mail = (
-        "Le 28/11/2026 à 09:00, Bob Technicien a écrit :\n"
-        "> Dans quel bureau ?\n"
-        ">\n"
-    )
+    mail = "Le 28/11/2026 à 09:00, Bob Technicien a écrit :\n> Dans quel bureau ?\n>\n"
     assert trim_quoted(mail) == mail
     assert trim_quoted(quoted(NOTIFICATION_FR)) == quoted(NOTIFICATION_FR)
     assert trim_quoted(NOTIFICATION_EN) == NOTIFICATION_EN
@@ -452,7 +434,7 @@ def test_gmail_html_reply() -> None:
     html = (
         '<div dir="ltr">Merci, c&#39;est r&eacute;par&eacute;.</div><br>'
         '<div class="gmail_quote"><div dir="ltr" class="gmail_attr">Le&nbsp;sam. 28 nov. 2026'
-        " &agrave; 09:00, Helpdesk DSI &lt;<a href=\"mailto:dsi.support@univ.example\">"
+        ' &agrave; 09:00, Helpdesk DSI &lt;<a href="mailto:dsi.support@univ.example">'
         "dsi.support@univ.example</a>&gt; a &eacute;crit&nbsp;:<br></div>"
         '<blockquote class="gmail_quote"><div>##- R&eacute;pondez au-dessus de cette ligne -##'
         "</div><div>Bonjour Alice,</div></blockquote></div>"
@@ -462,7 +444,7 @@ def test_gmail_html_reply() -> None:
 
 def test_outlook_html_reply() -> None:
     html = (
-        "<div>Bureau 12.</div><div><br></div><div id=\"divRplyFwdMsg\"><hr>"
+        '<div>Bureau 12.</div><div><br></div><div id="divRplyFwdMsg"><hr>'
         "<b>De :</b> Bob Technicien &lt;bob.tech@univ.example&gt;<br>"
         "<b>Envoy&eacute; :</b> samedi 28 novembre 2026 09:00<br>"
         "<b>&Agrave; :</b> Alice<br><b>Objet :</b> RE: Imprimante</div>"

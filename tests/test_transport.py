@@ -133,9 +133,7 @@ def test_smtp_server_down_is_temporary(smtp_catcher: SmtpCatcher) -> None:
     transport.close()
 
 
-@pytest.mark.parametrize(
-    ("code", "failure"), [(450, TemporaryFailure), (550, PermanentFailure)]
-)
+@pytest.mark.parametrize(("code", "failure"), [(450, TemporaryFailure), (550, PermanentFailure)])
 def test_smtp_refused_recipient(
     smtp_catcher: SmtpCatcher, code: int, failure: type[TransportError]
 ) -> None:
@@ -264,7 +262,14 @@ def test_sendmail_argv_and_stdin(fake_sendmail: Path, tmp_path: Path) -> None:
     hostile = f"a@b; touch {tmp_path}/pwned"
     sendmail_for(fake_sendmail).send(SENDER, [TO, hostile, "-oQ/tmp"], MESSAGE_CRLF)
     assert recorded_argv(fake_sendmail) == [
-        str(fake_sendmail), "-i", "-f", SENDER, "--", TO, hostile, "-oQ/tmp",
+        str(fake_sendmail),
+        "-i",
+        "-f",
+        SENDER,
+        "--",
+        TO,
+        hostile,
+        "-oQ/tmp",
     ]
     assert not (tmp_path / "pwned").exists()  # no shell ever saw it
     # A local program gets local line ends; the content is otherwise untouched.
@@ -278,12 +283,14 @@ def test_sendmail_null_sender(fake_sendmail: Path) -> None:
 
 @pytest.mark.parametrize(
     ("code", "failure"),
-    [("75", TemporaryFailure), ("67", PermanentFailure), ("64", PermanentFailure),
-     ("kill", TemporaryFailure)],
+    [
+        ("75", TemporaryFailure),
+        ("67", PermanentFailure),
+        ("64", PermanentFailure),
+        ("kill", TemporaryFailure),
+    ],
 )
-def test_sendmail_exit_codes(
-    fake_sendmail: Path, code: str, failure: type[TransportError]
-) -> None:
+def test_sendmail_exit_codes(fake_sendmail: Path, code: str, failure: type[TransportError]) -> None:
     (fake_sendmail.parent / "exitcode").write_text(code)
     with pytest.raises(failure) as raised:
         sendmail_for(fake_sendmail).send(SENDER, [TO], MESSAGE)

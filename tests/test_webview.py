@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import cli_json
+from conftest import db_execute
 from conftest import make_mail
 from conftest import pipe_command
 from conftest import run_cli
@@ -47,15 +48,6 @@ def _app(config: Path, **overrides: Any) -> Any:
     app = create_app(settings=settings)
     app.config["TESTING"] = True
     return app
-
-
-def _db(config: Path, sql: str, **params: Any) -> None:
-    from helpdesk.config import load_settings
-    from helpdesk.store import Store
-
-    settings = load_settings(config)
-    with Store(settings.database_url) as store, store.transaction():
-        store.execute(sql, params)
 
 
 def _csrf(html: str) -> str:
@@ -207,7 +199,7 @@ def test_attachments_are_downloads_with_a_safe_type(config: Path) -> None:
 
 def test_internal_entries_and_their_files_stay_hidden(config: Path) -> None:
     _deliver(config, WITH_FILES)
-    _db(config, "UPDATE article SET internal = :yes WHERE id = 1", yes=True)
+    db_execute(config, "UPDATE article SET internal = :yes WHERE id = 1", yes=True)
     client = _app(config).test_client()
     link = _link(config)
     page = client.get(link).get_data(as_text=True)
@@ -254,7 +246,7 @@ def test_links_expire_some_days_after_the_ticket_closes(config: Path) -> None:
 
     for days, status in ((2, 200), (31, 404)):
         closed = datetime.now(UTC) - timedelta(days=days)
-        _db(config, "UPDATE ticket SET status = 'closed', closed_at = :at", at=closed)
+        db_execute(config, "UPDATE ticket SET status = 'closed', closed_at = :at", at=closed)
         assert client.get(link).status_code == status, days
 
 
