@@ -247,9 +247,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         templates=templates,
         trusted_authserv_ids=tuple(a.strip().lower() for a in authserv),
         link_days_after_close=_whole(web, "link_days_after_close", 30, "web", config_path),
-        failed_lookups_per_minute=_whole(
-            web, "failed_lookups_per_minute", 20, "web", config_path
-        ),
+        failed_lookups_per_minute=_whole(web, "failed_lookups_per_minute", 20, "web", config_path),
         timezone=_string(web, "timezone", "web", config_path) or "Europe/Paris",
         trusted_proxies=_whole(web, "trusted_proxies", 0, "web", config_path),
     )
