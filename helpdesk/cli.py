@@ -128,37 +128,68 @@ def _ticket_row(t: Any) -> dict[str, Any]:
     return {
         "id": t.id,
         "queue": t.queue,
+        "group": t.group_name,
         "status": t.status,
         "subject": t.subject,
         "requester": t.requester.email,
         "requester_name": t.requester.name,
         "assignee": t.assignee.email if t.assignee else None,
+        "assignee_name": t.assignee.name if t.assignee else None,
+        "previous_id": t.previous_id,
         "created_at": _iso(t.created_at),
         "updated_at": _iso(t.updated_at),
+        "resolved_at": _iso(t.resolved_at),
+        "closed_at": _iso(t.closed_at),
     }
 
 
 @ticket.command("list")
 @click.option("--queue", "-q", help="Only this queue.")
-@click.option("--status", "-s", help="Only this status.")
+@click.option("--status", "-s", help="Only this status (new, assigned, waiting, resolved, closed).")
+@click.option("--open", "only_open", is_flag=True, help="Only new, assigned and waiting tickets.")
+@click.option("--group", "-g", help="Only the tickets routed to this group.")
+@click.option("--mine", is_flag=True, help="Only the tickets of the technician named by --as.")
+@click.option("--as", "as_email", metavar="EMAIL", help="The technician for --mine.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
-def ticket_list(obj: Context, queue: str | None, status: str | None, as_json: bool) -> None:
+def ticket_list(
+    obj: Context,
+    queue: str | None,
+    status: str | None,
+    only_open: bool,
+    group: str | None,
+    mine: bool,
+    as_email: str | None,
+    as_json: bool,
+) -> None:
     """List tickets, newest first."""
     from sqlalchemy import select
     from sqlalchemy.orm import selectinload
 
+    from helpdesk.models import Person
     from helpdesk.models import Ticket
+    from helpdesk.workflow import OPEN_STATUSES
 
+    if mine and not as_email:
+        raise click.UsageError("--mine needs --as EMAIL")
     query = select(Ticket).options(selectinload(Ticket.requester), selectinload(Ticket.assignee))
     if queue:
         query = query.where(Ticket.queue == queue)
     if status:
         query = query.where(Ticket.status == status)
+    if only_open:
+        query = query.where(Ticket.status.in_(OPEN_STATUSES))
+    if group:
+        query = query.where(Ticket.group_name == group)
+    if mine:
+        query = query.join(Person, Person.id == Ticket.assignee_id).where(
+            Person.email == as_email.strip().lower()
+        )
     with obj.session() as session:
         rows = [_ticket_row(t) for t in session.scalars(query.order_by(Ticket.id.desc()))]
     lines = [
-        f"#{r['id']:<6} {r['queue']:<16} {r['status']:<9} {r['requester']:<32} {r['subject']}"
+        f"#{r['id']:<6} {r['queue']:<16} {r['status']:<9} {r['assignee'] or '-':<28} "
+        f"{r['requester']:<32} {r['subject']}"
         for r in rows
     ]
     _emit(rows, as_json, "\n".join(lines) if lines else "no tickets")
@@ -217,7 +248,10 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
     out = [
         f"Ticket #{data['id']} [{data['queue']}] {data['status']}: {data['subject']}",
         f"Requester: {data['requester']}  Created: {data['created_at']}",
+        f"Group: {data['group'] or '-'}  Technician: {data['assignee'] or '-'}",
     ]
+    if data["previous_id"]:
+        out.append(f"Continues closed ticket #{data['previous_id']}")
     others = [p["email"] for p in data["participants"] if p["role"] != "requester"]
     if others:
         out.append(f"Participants: {', '.join(others)}")
@@ -275,6 +309,621 @@ def ticket_link(obj: Context, ticket_id: int, revoke: bool) -> None:
         click.echo(f"{count} link(s) of ticket #{ticket_id} revoked")
     else:
         click.echo(tokens.link(settings.base_url, token))
+
+
+# -- the technicians' workflow ------------------------------------------------
+
+
+class _Upload:
+    """A file given with --attach, shaped as the workflow's FileData."""
+
+    def __init__(self, path: str) -> None:
+        import mimetypes
+        from pathlib import Path
+
+        file = Path(path)
+        try:
+            self.data = file.read_bytes()
+        except OSError as exc:
+            raise click.BadParameter(
+                f"{path}: {exc.strerror or exc}", param_hint="--attach"
+            ) from None
+        self.filename = file.name
+        self.content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        self.content_id = None
+        self.inline = False
+
+
+def _message(message: str | None, required: bool = True) -> str:
+    """The text of --message, else stdin when it is not a terminal."""
+    if message is None and not sys.stdin.isatty():
+        message = sys.stdin.read()
+    if required and not (message or "").strip():
+        raise click.UsageError("give the text with --message TEXT or on stdin")
+    return message or ""
+
+
+def _operator() -> str:
+    """Who runs the CLI without --as, for the history: cli:<login>."""
+    import getpass
+    import os
+
+    try:
+        login = os.environ.get("SUDO_USER") or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (a container): still record the door
+        login = "unknown"
+    return f"cli:{login}"
+
+
+def _technician(store: Any, settings: Settings, email: str) -> tuple[int, str]:
+    """The person id and address of a technician named by --as or an argument."""
+    from helpdesk import people
+    from helpdesk import workflow
+
+    email = email.strip().lower()
+    if not people.is_technician(store, settings, email):
+        raise click.ClickException(
+            f"{email} is not a technician: add them with `helpdesk-pipe tech add {email}"
+            " --group GROUP` or to a [groups] table of the config"
+        )
+    name = next(
+        (n for members in settings.groups.values() for e, n in members if e == email and n), ""
+    )
+    return workflow.ensure_person(store, email, name), email
+
+
+def _change(obj: Context, ticket_id: int, change: Any) -> Any:
+    """Run one workflow change of a ticket in a transaction, then send the mail it
+    queued (what cannot go now stays queued for the scheduler)."""
+    from helpdesk import workflow
+    from helpdesk.notify.outbox import flush
+    from helpdesk.store import Store
+    from helpdesk.store import StoreError
+
+    settings = obj.settings
+    try:
+        with Store(settings.database_url, settings.busy_timeout) as store:
+            with store.transaction():
+                queue_name = store.scalar(
+                    "SELECT queue FROM ticket WHERE id = :id", {"id": ticket_id}
+                )
+                if queue_name is None:
+                    raise click.ClickException(f"no ticket #{ticket_id}")
+                queue = settings.queues.get(queue_name)
+                if queue is None:
+                    raise click.ClickException(
+                        f"ticket #{ticket_id}: its queue {queue_name} is not in {settings.path}"
+                    )
+                result = change(store, queue)
+            try:
+                flush(store, settings, ticket_id=ticket_id, stop_after=1)
+            except Exception as exc:  # noqa: BLE001 - the change is committed; mail waits
+                click.echo(f"mail not sent yet, it stays queued: {exc}", err=True)
+    except workflow.WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    return result
+
+
+AS_TECH = click.option(
+    "--as", "as_email", required=True, metavar="EMAIL", help="The technician who does it."
+)
+
+
+@ticket.command("take")
+@click.argument("ticket_id", type=ID)
+@AS_TECH
+@pass_ctx
+def ticket_take(obj: Context, ticket_id: int, as_email: str) -> None:
+    """Take a ticket: the requester is told who has it."""
+    from helpdesk import workflow
+
+    def change(store: Any, queue: Any) -> bool:
+        tech, email = _technician(store, obj.settings, as_email)
+        return workflow.take(
+            store, obj.settings, queue, ticket_id, tech, workflow.Actor(tech, email, "cli")
+        )
+
+    taken = _change(obj, ticket_id, change)
+    click.echo(f"ticket #{ticket_id} " + ("taken" if taken else "was already yours"))
+
+
+@ticket.command("assign")
+@click.argument("ticket_id", type=ID)
+@click.argument("email")
+@click.option("--as", "as_email", metavar="EMAIL", help="Who assigns it (default: you, cli:LOGIN).")
+@pass_ctx
+def ticket_assign(obj: Context, ticket_id: int, email: str, as_email: str | None) -> None:
+    """Give a ticket to a technician: they and the requester are told."""
+    from helpdesk import workflow
+
+    def change(store: Any, queue: Any) -> bool:
+        tech, address = _technician(store, obj.settings, email)
+        if as_email:
+            by, by_email = _technician(store, obj.settings, as_email)
+            actor = workflow.Actor(by, by_email, "cli")
+        else:
+            actor = workflow.Actor(None, _operator(), "cli")
+        return workflow.take(store, obj.settings, queue, ticket_id, tech, actor)
+
+    done = _change(obj, ticket_id, change)
+    click.echo(
+        f"ticket #{ticket_id} " + (f"assigned to {email}" if done else f"was already {email}'s")
+    )
+
+
+@ticket.command("reply")
+@click.argument("ticket_id", type=ID)
+@AS_TECH
+@click.option("--message", "-m", help="The text (default: read from stdin).")
+@click.option(
+    "--attach",
+    "attach",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A file to attach (repeatable).",
+)
+@pass_ctx
+def ticket_reply(
+    obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
+) -> None:
+    """Answer the requester ("Suivi de la demande"); the ticket then waits for them."""
+    from helpdesk import workflow
+
+    text = _message(message)
+    files = [_Upload(path) for path in attach]
+
+    def change(store: Any, queue: Any) -> int:
+        tech, _email = _technician(store, obj.settings, as_email)
+        subject = store.scalar("SELECT subject FROM ticket WHERE id = :id", {"id": ticket_id})
+        return workflow.add_followup(
+            store,
+            obj.settings,
+            queue,
+            ticket_id,
+            tech,
+            by_technician=True,
+            subject=subject or "",
+            body_text=text,
+            attachments=files,
+            source="cli",
+        )
+
+    article = _change(obj, ticket_id, change)
+    click.echo(f"reply #{article} added to ticket #{ticket_id}")
+
+
+@ticket.command("comment")
+@click.argument("ticket_id", type=ID)
+@AS_TECH
+@click.option("--message", "-m", help="The text (default: read from stdin).")
+@click.option(
+    "--attach",
+    "attach",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A file to attach (repeatable).",
+)
+@pass_ctx
+def ticket_comment(
+    obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
+) -> None:
+    """Add an internal comment: never shown or sent to the requester."""
+    from helpdesk import workflow
+
+    text = _message(message)
+    files = [_Upload(path) for path in attach]
+
+    def change(store: Any, queue: Any) -> int:
+        tech, _email = _technician(store, obj.settings, as_email)
+        return workflow.comment(
+            store, obj.settings, queue, ticket_id, tech, body_text=text, attachments=files
+        )
+
+    article = _change(obj, ticket_id, change)
+    click.echo(f"internal comment #{article} added to ticket #{ticket_id}")
+
+
+@ticket.command("resolve")
+@click.argument("ticket_id", type=ID)
+@AS_TECH
+@click.option("--message", "-m", help="The solution (default: read from stdin).")
+@click.option(
+    "--attach",
+    "attach",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A file to attach (repeatable).",
+)
+@pass_ctx
+def ticket_resolve(
+    obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
+) -> None:
+    """Resolve a ticket with its solution; it closes by itself after autoclose_days."""
+    from helpdesk import workflow
+
+    text = _message(message)
+    files = [_Upload(path) for path in attach]
+
+    def change(store: Any, queue: Any) -> int:
+        tech, _email = _technician(store, obj.settings, as_email)
+        return workflow.resolve(
+            store, obj.settings, queue, ticket_id, tech, body_text=text, attachments=files
+        )
+
+    _change(obj, ticket_id, change)
+    click.echo(
+        f"ticket #{ticket_id} resolved; it closes by itself in {obj.settings.autoclose_days}"
+        " days unless the requester answers"
+    )
+
+
+def _cli_actor(store: Any, settings: Settings, as_email: str | None) -> Any:
+    from helpdesk import workflow
+
+    if as_email:
+        tech, email = _technician(store, settings, as_email)
+        return workflow.Actor(tech, email, "cli")
+    return workflow.Actor(None, _operator(), "cli")
+
+
+@ticket.command("close")
+@click.argument("ticket_id", type=ID)
+@click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
+@pass_ctx
+def ticket_close(obj: Context, ticket_id: int, as_email: str | None) -> None:
+    """Close a ticket now; the requester gets a short mail."""
+    from helpdesk import workflow
+
+    def change(store: Any, queue: Any) -> bool:
+        actor = _cli_actor(store, obj.settings, as_email)
+        return workflow.close(store, obj.settings, queue, ticket_id, actor)
+
+    done = _change(obj, ticket_id, change)
+    click.echo(f"ticket #{ticket_id} " + ("closed" if done else "was already closed"))
+
+
+@ticket.command("reopen")
+@click.argument("ticket_id", type=ID)
+@click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
+@click.option("--message", "-m", help="Why, as a public entry (needs --as).")
+@pass_ctx
+def ticket_reopen(obj: Context, ticket_id: int, as_email: str | None, message: str | None) -> None:
+    """Reopen a resolved or closed ticket, back to its technician."""
+    from helpdesk import workflow
+
+    if message and not as_email:
+        raise click.UsageError("--message needs --as EMAIL: the entry has an author")
+
+    def change(store: Any, queue: Any) -> None:
+        actor = _cli_actor(store, obj.settings, as_email)
+        workflow.reopen(store, obj.settings, queue, ticket_id, actor, body_text=message or "")
+
+    _change(obj, ticket_id, change)
+    click.echo(f"ticket #{ticket_id} reopened")
+
+
+@ticket.command("history")
+@click.argument("ticket_id", type=ID)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def ticket_history(obj: Context, ticket_id: int, as_json: bool) -> None:
+    """Show every change of a ticket: when, who, through which door, what."""
+    from sqlalchemy import select
+
+    from helpdesk.models import Ticket
+    from helpdesk.models import TicketHistory
+
+    with obj.session() as session:
+        if session.get(Ticket, ticket_id) is None:
+            raise click.ClickException(f"no ticket #{ticket_id}")
+        rows = [
+            {
+                "at": _iso(h.at),
+                "actor": h.actor,
+                "door": h.door,
+                "action": h.action,
+                "old_status": h.old_status,
+                "new_status": h.new_status,
+                "detail": h.detail,
+            }
+            for h in session.scalars(
+                select(TicketHistory)
+                .where(TicketHistory.ticket_id == ticket_id)
+                .order_by(TicketHistory.id)
+            )
+        ]
+    lines = []
+    for r in rows:
+        status = f"{r['old_status'] or '-'} -> {r['new_status']}" if r["new_status"] else ""
+        line = f"{r['at']} {r['door']:<9} {r['actor']:<32} {r['action']:<9} {status}"
+        lines.append(line.rstrip() + (f"\n    {r['detail']}" if r["detail"] else ""))
+    _emit(rows, as_json, "\n".join(lines) if lines else "no history")
+
+
+# -- technicians and groups --------------------------------------------------
+
+
+@cli.group()
+def tech() -> None:
+    """Technicians: who serves which group."""
+
+
+def _store(obj: Context) -> Any:
+    from helpdesk.store import Store
+
+    return Store(obj.settings.database_url, obj.settings.busy_timeout)
+
+
+@tech.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Their name, as requesters see it.")
+@click.option("--group", "-g", "groups", multiple=True, required=True, help="A group (repeatable).")
+@pass_ctx
+def tech_add(obj: Context, email: str, name: str, groups: tuple[str, ...]) -> None:
+    """Add a technician to one or more groups."""
+    from email.utils import parseaddr
+
+    from helpdesk import people
+    from helpdesk import workflow
+    from helpdesk.store import StoreError
+
+    address = parseaddr(email)[1].lower()
+    if "@" not in address or address != email.strip().lower():
+        raise click.BadParameter(f"{email!r} is not an address", param_hint="EMAIL")
+    try:
+        with _store(obj) as store, store.transaction():
+            person = workflow.ensure_person(store, address, name)
+            if name:
+                store.execute(
+                    "UPDATE person SET name = :name WHERE id = :id",
+                    {"name": name[:200], "id": person},
+                )
+            added = [g for g in groups if people.add_member(store, person, g)]
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    known = set(people_groups(obj))
+    for group in groups:
+        if group not in known:
+            click.echo(f"note: no queue routes to group {group} yet", err=True)
+    click.echo(
+        f"{address} added to {', '.join(added)}" if added else f"{address} was already in them"
+    )
+
+
+def people_groups(obj: Context) -> list[str]:
+    """The groups the queues (and their routing rules) send tickets to."""
+    groups = []
+    for queue in obj.settings.queues.values():
+        groups.append(queue.group)
+        groups += [route.group for route in queue.routes]
+    return groups
+
+
+@tech.command("remove")
+@click.argument("email")
+@click.option("--group", "-g", help="Only from this group (default: from every group).")
+@pass_ctx
+def tech_remove(obj: Context, email: str, group: str | None) -> None:
+    """Take a technician out of a group (the config's [groups] are edited in the file)."""
+    from helpdesk import people
+    from helpdesk.store import StoreError
+
+    try:
+        with _store(obj) as store, store.transaction():
+            person = store.scalar(
+                "SELECT id FROM person WHERE email = :email", {"email": email.strip().lower()}
+            )
+            count = people.remove_member(store, person, group) if person is not None else 0
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    if not count:
+        raise click.ClickException(f"{email} is in no such group of the database")
+    click.echo(f"{email} removed from {count} group(s)")
+
+
+@tech.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def tech_list(obj: Context, as_json: bool) -> None:
+    """List the technicians and their groups (from the config and the database)."""
+    from helpdesk import people
+
+    with _store(obj) as store:
+        groups = people.all_groups(store, obj.settings)
+    techs: dict[str, dict[str, Any]] = {}
+    for group, members in groups.items():
+        for email, name, source in members:
+            entry = techs.setdefault(email, {"email": email, "name": name, "groups": []})
+            entry["name"] = entry["name"] or name
+            entry["groups"].append({"group": group, "source": source})
+    rows = sorted(techs.values(), key=lambda t: t["email"])
+    lines = [
+        f"{r['email']:<36} {r['name'] or '-':<24} "
+        + ", ".join(
+            f"{g['group']}" + (" (config)" if g["source"] == "config" else "") for g in r["groups"]
+        )
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) if lines else "no technicians")
+
+
+@cli.group("group")
+def group_() -> None:
+    """Groups of technicians."""
+
+
+def _conditions(route: Any) -> str:
+    return ", ".join(f"{key}={'|'.join(values)}" for key, values in route.conditions)
+
+
+@group_.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def group_list(obj: Context, as_json: bool) -> None:
+    """List the groups, the queues they serve and their technicians."""
+    from helpdesk import people
+
+    with _store(obj) as store:
+        groups = people.all_groups(store, obj.settings)
+    rows = []
+    for group, members in groups.items():
+        queues = [q.name for q in obj.settings.queues.values() if q.group == group]
+        routed = [
+            f"{q.name} ({_conditions(r)})"
+            for q in obj.settings.queues.values()
+            for r in q.routes
+            if r.group == group
+        ]
+        rows.append(
+            {
+                "group": group,
+                "queues": queues,
+                "routes": routed,
+                "technicians": [{"email": e, "name": n, "source": s} for e, n, s in members],
+            }
+        )
+    lines = []
+    for r in rows:
+        serves = ", ".join(r["queues"] + [f"{x} by rule" for x in r["routes"]]) or "no queue"
+        lines.append(f"{r['group']}: {serves}")
+        lines += [f"    {t['email']} {t['name']}".rstrip() for t in r["technicians"]]
+        if not r["technicians"]:
+            lines.append("    (no technician: nobody hears of its tickets)")
+    _emit(rows, as_json, "\n".join(lines) if lines else "no groups")
+
+
+# -- directory -------------------------------------------------------------------
+
+
+@cli.group()
+def directory() -> None:
+    """The people directory that routing rules read (site, ...)."""
+
+
+@directory.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", help="Name of this source (default: csv:<file name>).")
+@click.option("--prune", is_flag=True, help="Remove this source's entries missing from the file.")
+@pass_ctx
+def directory_import(obj: Context, csv_file: str, source: str | None, prune: bool) -> None:
+    """Import people from a CSV file: columns email, name, site and any others."""
+    from pathlib import Path
+
+    from helpdesk.directory import DirectoryError
+    from helpdesk.directory import import_csv
+    from helpdesk.store import StoreError
+
+    try:
+        with _store(obj) as store:
+            result = import_csv(store, Path(csv_file), source=source, prune=prune)
+    except DirectoryError as exc:
+        raise click.ClickException(f"directory: {exc}") from None
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    for line in result.skipped:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(str(result))
+
+
+@directory.command("sync-ldap")
+@pass_ctx
+def directory_sync_ldap(obj: Context) -> None:
+    """Import people from the LDAP directory of [directory.ldap]."""
+    from helpdesk import directory_ldap
+    from helpdesk.directory import DirectoryError
+    from helpdesk.store import StoreError
+
+    try:
+        with _store(obj) as store:
+            result = directory_ldap.sync(store, obj.settings)
+    except DirectoryError as exc:
+        raise click.ClickException(f"directory: {exc}") from None
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    for line in result.skipped:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(str(result))
+
+
+@directory.command("show")
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def directory_show(obj: Context, email: str, as_json: bool) -> None:
+    """Show what the directory says of an address, and where each queue routes them."""
+    from helpdesk import people
+    from helpdesk.ingest.route import route
+
+    with _store(obj) as store:
+        entry = people.directory_entry(store, email)
+        routes = {
+            q.name: route(store, q, email.strip().lower()) for q in obj.settings.queues.values()
+        }
+    data = {
+        "email": email.strip().lower(),
+        "entry": entry,
+        "routes": {name: {"group": g, "why": why} for name, (g, why) in routes.items()},
+    }
+    text = [
+        f"{data['email']}: "
+        + (", ".join(f"{k}={v}" for k, v in entry.items()) if entry else "not in the directory")
+    ]
+    text += [f"  {name} -> {r['group']} ({r['why']})" for name, r in data["routes"].items()]
+    _emit(data, as_json, "\n".join(text))
+
+
+# -- scheduler ---------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only list the tickets that would close.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def autoclose(obj: Context, dry_run: bool, as_json: bool) -> None:
+    """Close the tickets resolved autoclose_days ago without an answer (one pass, for cron)."""
+    from helpdesk.autoclose import autoclose_pass
+    from helpdesk.autoclose import due_tickets
+    from helpdesk.notify.outbox import flush
+    from helpdesk.store import StoreError
+
+    settings = obj.settings
+    try:
+        with _store(obj) as store:
+            if dry_run:
+                ids = due_tickets(store, settings)
+            else:
+                ids = autoclose_pass(store, settings)
+                if ids:
+                    try:
+                        flush(store, settings, due_only=True)
+                    except Exception as exc:  # noqa: BLE001 - closed; the mail waits
+                        click.echo(f"closing mail not sent yet, it stays queued: {exc}", err=True)
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    verb = "would close" if dry_run else "closed"
+    text = f"{len(ids)} ticket(s) {verb}" + (": " + " ".join(f"#{i}" for i in ids) if ids else "")
+    _emit({"dry_run": dry_run, "tickets": ids}, as_json, text)
+
+
+@cli.command()
+@pass_ctx
+def scheduler(obj: Context) -> None:
+    """Run the periodic jobs (outbox retry, auto-close, link clean-up) until stopped."""
+    import logging
+
+    from helpdesk.scheduler import run
+
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    run(obj.settings)
 
 
 # -- mails ----------------------------------------------------------------

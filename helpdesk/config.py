@@ -20,6 +20,8 @@ __all__ = [
     "Limits",
     "Outgoing",
     "Queue",
+    "Route",
+    "Schedule",
     "Settings",
     "load_settings",
     "DEFAULT_CONFIG_PATH",
@@ -39,6 +41,22 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Route:
+    """A routing rule of a queue: requesters whose directory attributes match every
+    condition (any of the values, case-insensitive) go to `group`."""
+
+    group: str
+    conditions: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def matches(self, attributes: dict[str, str]) -> bool:
+        """Tell whether a requester's directory attributes satisfy every condition."""
+        return all(
+            (attributes.get(key) or "").strip().casefold() in values
+            for key, values in self.conditions
+        )
+
+
+@dataclass(frozen=True)
 class Queue:
     """A support alias: where its mail lands and who serves it."""
 
@@ -47,6 +65,8 @@ class Queue:
     group: str
     language: str = "fr"
     display_name: str = ""
+    # Tried in order before `group`: the first rule the requester matches wins.
+    routes: tuple[Route, ...] = ()
 
     def address(self, domain: str) -> str:
         """The address our mail for this queue comes from."""
@@ -76,6 +96,15 @@ class Outgoing:
     timeout: float = 30.0
     sendmail: str = "/usr/sbin/sendmail"
     directory: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How often `helpdesk-pipe scheduler` runs each job, in seconds: [scheduler]."""
+
+    outbox_every: int = 60
+    autoclose_every: int = 600
+    cleanup_every: int = 3600
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,10 @@ class Settings:
     timezone: str = "Europe/Paris"
     trusted_proxies: int = 0
     failed_lookups_per_minute: int = 20
+    autoclose_days: int = 15
+    schedule: Schedule = field(default_factory=Schedule)
+    # [directory.ldap] as written: helpdesk.directory_ldap checks it when used.
+    ldap: dict = field(default_factory=dict)
 
     def signing_key(self) -> str:
         """The secret that signs reply addresses; ConfigError when none is set."""
@@ -124,7 +157,8 @@ class Settings:
         return self.secret_key
 
     def technicians(self, queue: Queue) -> tuple[tuple[str, str], ...]:
-        """The (email, name) of the technicians who serve a queue."""
+        """The (email, name) of the technicians the config puts in a queue's default
+        group (helpdesk.people adds those of the database and of routed groups)."""
         return self.groups.get(queue.group, ())
 
     def domain_for(self, queue: Queue) -> str:
@@ -172,8 +206,33 @@ def _queues(raw: dict) -> dict[str, Queue]:
             group=str(spec.get("group", name)),
             language=language,
             display_name=str(spec.get("display_name", name)),
+            routes=_routes(spec.get("routes", []), name),
         )
     return queues
+
+
+def _routes(raw: object, queue: str) -> tuple[Route, ...]:
+    where = f"[queues.{queue}] routes"
+    if not isinstance(raw, list):
+        raise ConfigError(f'{where} must be a list of tables like {{ site = "Ifs", group = "g" }}')
+    routes = []
+    for rule in raw:
+        if not isinstance(rule, dict) or not isinstance(rule.get("group"), str):
+            raise ConfigError(
+                f'{where}: every rule needs a group, as in {{ site = "Ifs", group = "g" }}'
+            )
+        conditions = []
+        for key, value in rule.items():
+            if key == "group":
+                continue
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, str) for v in values):
+                raise ConfigError(f"{where}: {key} must be a text or a list of texts")
+            conditions.append((key, tuple(v.strip().casefold() for v in values)))
+        if not conditions:
+            raise ConfigError(f"{where}: a rule for group {rule['group']!r} has no condition")
+        routes.append(Route(group=rule["group"], conditions=tuple(conditions)))
+    return tuple(routes)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -250,7 +309,21 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         failed_lookups_per_minute=_whole(web, "failed_lookups_per_minute", 20, "web", config_path),
         timezone=_string(web, "timezone", "web", config_path) or "Europe/Paris",
         trusted_proxies=_whole(web, "trusted_proxies", 0, "web", config_path),
+        autoclose_days=_whole(
+            _table(data, "tickets", config_path), "autoclose_days", 15, "tickets", config_path
+        ),
+        schedule=_schedule(_table(data, "scheduler", config_path), config_path),
+        ldap=_table(_table(data, "directory", config_path), "ldap", config_path),
     )
+
+
+def _schedule(raw: dict, config_path: Path) -> Schedule:
+    values = {}
+    for key in ("outbox_every", "autoclose_every", "cleanup_every"):
+        values[key] = _whole(raw, key, getattr(Schedule, key), "scheduler", config_path)
+        if values[key] < 1:
+            raise ConfigError(f"{config_path}: [scheduler] {key} must be at least 1 second")
+    return Schedule(**values)
 
 
 def _whole(table: dict, key: str, default: int, name: str, config_path: Path) -> int:

@@ -38,12 +38,21 @@ __all__ = [
     "AccessToken",
     "ThreadRef",
     "Participant",
+    "GroupMember",
+    "DirectoryEntry",
+    "TicketHistory",
     "TICKET_STATUSES",
+    "DOORS",
     "OUTBOX_STATUSES",
     "VERDICTS",
 ]
 
+# new: nobody has it yet; assigned: a technician has it; waiting: a technician asked
+# the requester something; resolved: a solution was given, it closes by itself unless
+# the requester answers; closed: done, an answer opens a new ticket.
 TICKET_STATUSES = ("new", "assigned", "waiting", "resolved", "closed")
+# The ways a change comes in, as ticket_history records them.
+DOORS = ("mail", "web", "cli", "scheduler")
 # What became of a mail; `pending` means stored but not yet decided (a crash or a
 # temporary failure happened in between: the MTA's retry finishes it).
 VERDICTS = ("pending", "ticket", "followup", "duplicate", "autoreply", "bounce", "loop", "list")
@@ -96,11 +105,18 @@ class Ticket(Base):
     updated_at: Mapped[timestamp]
     # When it last closed: its private links stop working some days later.
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When it was last resolved: it closes by itself some days later (auto-close).
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # The technicians' group it was routed to (by queue, or by the requester's site).
+    group_name: Mapped[str | None] = mapped_column(String(100), index=True)
+    # The closed ticket whose requester wrote again: this one continues it.
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
 
     requester: Mapped[Person] = relationship(foreign_keys=[requester_id])
     assignee: Mapped[Person | None] = relationship(foreign_keys=[assignee_id])
     articles: Mapped[list[Article]] = relationship(back_populates="ticket", order_by="Article.id")
     participants: Mapped[list[Participant]] = relationship(order_by="Participant.person_id")
+    history: Mapped[list[TicketHistory]] = relationship(order_by="TicketHistory.id")
 
 
 class Participant(Base):
@@ -252,3 +268,49 @@ class ThreadRef(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
     # "out" for ours, "in" for the ones we received.
     origin: Mapped[str] = mapped_column(String(3))
+
+
+class GroupMember(Base):
+    """A technician in a group, added with `helpdesk-pipe tech add` (the config's
+    [groups] count too)."""
+
+    __tablename__ = "group_member"
+
+    group_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    created_at: Mapped[timestamp]
+
+    person: Mapped[Person] = relationship()
+
+
+class DirectoryEntry(Base):
+    """What the organisation's directory says of a person (CSV import or LDAP): the
+    attributes routing rules read, such as `site`."""
+
+    __tablename__ = "directory_entry"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # JSON object of the other columns, values as text.
+    attributes: Mapped[str] = mapped_column(Text, default="{}")
+    # Where it came from (the CSV file's name, "ldap"): an import replaces its own only.
+    source: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[timestamp]
+
+
+class TicketHistory(Base):
+    """One change of a ticket: who, when, what, through which door."""
+
+    __tablename__ = "ticket_history"
+
+    id: Mapped[intpk]
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    at: Mapped[timestamp]
+    # NULL for the scheduler or a sysadmin at the CLI without --as: actor says who.
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    actor: Mapped[str] = mapped_column(String(320))
+    door: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(30))
+    old_status: Mapped[str | None] = mapped_column(String(20))
+    new_status: Mapped[str | None] = mapped_column(String(20))
+    detail: Mapped[str | None] = mapped_column(Text)

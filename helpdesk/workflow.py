@@ -3,13 +3,25 @@
 Functions take an open Store inside the caller's transaction and never commit:
 the caller decides what is atomic (research/style.md, "Transactions belong to callers").
 Every change a requester's page shows (an entry, a status, a technician) must move
-ticket.updated_at: the viewer keeps rendered pages keyed on it.
+ticket.updated_at: the viewer keeps rendered pages keyed on it. Every change writes
+a ticket_history row: who, when, what, through which door.
+
+The lifecycle (after RT, Zammad and GLPI, research/anchors.md):
+
+    new --take/assign--> assigned --technician's reply--> waiting
+    waiting --requester's answer--> assigned (new if nobody has it)
+    any open state --resolve--> resolved --autoclose_days of silence, or the requester--> closed
+    resolved --requester answers, "Not solved", or reopen--> assigned (or new)
+    closed --reopen (a technician)--> assigned (or new); a requester's mail opens a new
+    ticket linked to it instead (deliver).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from typing import Protocol
 
 from helpdesk.config import Queue
@@ -18,6 +30,8 @@ from helpdesk.store import Store
 from helpdesk.store import utcnow
 
 __all__ = [
+    "Actor",
+    "WorkflowError",
     "FileData",
     "ensure_person",
     "open_ticket",
@@ -26,7 +40,100 @@ __all__ = [
     "attach_machine_mail",
     "add_participant",
     "record_message_id",
+    "take",
+    "assign",
+    "comment",
+    "resolve",
+    "close",
+    "reopen",
+    "record_history",
+    "OPEN_STATUSES",
 ]
+
+OPEN_STATUSES = ("new", "assigned", "waiting")
+
+
+class WorkflowError(Exception):
+    """A change that makes no sense for the ticket as it is (closed, unknown person...)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change and through which door (mail, web, cli, scheduler).
+
+    person_id is None for the scheduler, or a sysadmin at the CLI without --as;
+    label names them in the history either way.
+    """
+
+    person_id: int | None
+    label: str
+    door: str
+
+
+def record_history(
+    store: Store,
+    ticket_id: int,
+    actor: Actor,
+    action: str,
+    old_status: str | None = None,
+    new_status: str | None = None,
+    detail: str | None = None,
+) -> None:
+    """Write one history entry of a ticket."""
+    store.execute(
+        "INSERT INTO ticket_history (ticket_id, at, actor_id, actor, door, action, old_status,"
+        " new_status, detail) VALUES (:ticket, :now, :actor_id, :actor, :door, :action, :old,"
+        " :new, :detail)",
+        {
+            "ticket": ticket_id,
+            "now": utcnow(),
+            "actor_id": actor.person_id,
+            "actor": actor.label[:320],
+            "door": actor.door,
+            "action": action,
+            "old": old_status,
+            "new": new_status if new_status != old_status else None,
+            "detail": detail,
+        },
+    )
+
+
+def _lock(store: Store, ticket_id: int) -> dict[str, Any]:
+    """Read a ticket's state, locking its row until the caller's transaction ends."""
+    row = store.one(
+        "SELECT status, assignee_id, requester_id, queue, group_name FROM ticket WHERE id = :id"
+        + store.for_update(),
+        {"id": ticket_id},
+    )
+    if row is None:
+        raise WorkflowError(f"no ticket #{ticket_id}")
+    return {
+        "status": row[0],
+        "assignee_id": row[1],
+        "requester_id": row[2],
+        "queue": row[3],
+        "group": row[4],
+    }
+
+
+def _update(store: Store, ticket_id: int, **fields: Any) -> None:
+    """Change a ticket's columns, moving updated_at with them (the page cache keys on it)."""
+    sets = ", ".join(f"{name} = :{name}" for name in fields)
+    store.execute(
+        f"UPDATE ticket SET {sets}, updated_at = :updated_at_ WHERE id = :id_",
+        {**fields, "updated_at_": utcnow(), "id_": ticket_id},
+    )
+
+
+def _person(store: Store, person_id: int) -> tuple[str, str]:
+    row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": person_id})
+    if row is None:
+        raise WorkflowError(f"no person #{person_id}")
+    return str(row[0]), str(row[1] or "")
+
+
+def _reopened_status(state: dict[str, Any]) -> str:
+    return "assigned" if state["assignee_id"] is not None else "new"
 
 
 class FileData(Protocol):
@@ -163,17 +270,30 @@ def open_ticket(
     message_id: str | None = None,
     participant_ids: Sequence[int] = (),
     acknowledge: bool = True,
+    previous_id: int | None = None,
 ) -> tuple[int, int]:
-    """Open a ticket with its first article, tell the requester (unless acknowledge is
-    False: their address may be forged) and the technicians; return (ticket id, article id)."""
+    """Open a ticket with its first article in the group routing picks, tell the requester
+    (unless acknowledge is False: their address may be forged) and the technicians;
+    return (ticket id, article id). previous_id links it to the closed ticket it continues."""
+    from helpdesk.ingest.route import route
     from helpdesk.notify import notices
 
+    requester, _name = _person(store, requester_id)
+    group, why = route(store, queue, requester)
     now = utcnow()
     ticket_id = int(
         store.scalar(
-            "INSERT INTO ticket (queue, subject, status, requester_id, created_at, updated_at)"
-            " VALUES (:queue, :subject, 'new', :requester, :now, :now) RETURNING id",
-            {"queue": queue.name, "subject": subject, "requester": requester_id, "now": now},
+            "INSERT INTO ticket (queue, subject, status, requester_id, group_name, previous_id,"
+            " created_at, updated_at) VALUES (:queue, :subject, 'new', :requester, :group,"
+            " :previous, :now, :now) RETURNING id",
+            {
+                "queue": queue.name,
+                "subject": subject,
+                "requester": requester_id,
+                "group": group,
+                "previous": previous_id,
+                "now": now,
+            },
         )
     )
     article_id = add_article(
@@ -191,6 +311,14 @@ def open_ticket(
         if person_id != requester_id:
             add_participant(store, ticket_id, person_id)
     record_message_id(store, ticket_id, message_id)
+    actor = Actor(requester_id, requester, source)
+    detail = f"group {group} ({why})"
+    if previous_id is not None:
+        detail += f"; continues closed ticket #{previous_id}"
+        record_history(
+            store, previous_id, actor, "continued", detail=f"continued in ticket #{ticket_id}"
+        )
+    record_history(store, ticket_id, actor, "open", None, "new", detail)
     notices.ticket_opened(
         store,
         settings,
@@ -200,6 +328,7 @@ def open_ticket(
         mail_id=mail_id,
         incoming_message_id=message_id,
         acknowledge=acknowledge,
+        previous_id=previous_id,
     )
     return ticket_id, article_id
 
@@ -221,10 +350,18 @@ def add_followup(
     mail_id: int | None = None,
     message_id: str | None = None,
 ) -> int:
-    """Add a follow-up to a ticket and queue its news: a technician's goes to the
-    requester, anyone else's to the technicians. Return the article id."""
+    """Add a follow-up to a ticket, move its status and queue its news; return the
+    article id.
+
+    A technician's goes to the requester and puts the ticket in `waiting` (taking it
+    for them if nobody had it). Anyone else's goes to the technicians; it brings a
+    waiting ticket back to its technician, and reopens a resolved one.
+    """
     from helpdesk.notify import notices
 
+    state = _lock(store, ticket_id)
+    author, _name = _person(store, author_id)
+    actor = Actor(author_id, author, source)
     article_id = add_article(
         store,
         ticket_id,
@@ -238,17 +375,237 @@ def add_followup(
         mail_id=mail_id,
     )
     record_message_id(store, ticket_id, message_id)
+    old = state["status"]
+    if by_technician:
+        if old in OPEN_STATUSES:
+            changes: dict[str, Any] = {"status": "waiting"}
+            if state["assignee_id"] is None:
+                changes["assignee_id"] = author_id
+            _update(store, ticket_id, **changes)
+            record_history(store, ticket_id, actor, "reply", old, "waiting")
+        else:
+            record_history(store, ticket_id, actor, "reply", old, old)
+        notices.followup_added(
+            store,
+            settings,
+            queue,
+            ticket_id,
+            article_id,
+            by_technician=True,
+            mail_id=mail_id,
+            incoming_message_id=message_id,
+        )
+        return article_id
+    if old == "resolved":
+        _reopen(store, settings, queue, ticket_id, state, actor, article_id, mail_id, message_id)
+        return article_id
+    new = _reopened_status(state) if old == "waiting" else old
+    if new != old:
+        _update(store, ticket_id, status=new)
+    record_history(store, ticket_id, actor, "followup", old, new)
     notices.followup_added(
         store,
         settings,
         queue,
         ticket_id,
         article_id,
-        by_technician=by_technician,
+        by_technician=False,
         mail_id=mail_id,
         incoming_message_id=message_id,
     )
     return article_id
+
+
+def comment(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author_id: int,
+    *,
+    body_text: str,
+    subject: str = "",
+    attachments: Sequence[FileData] = (),
+    source: str = "cli",
+    mail_id: int | None = None,
+    message_id: str | None = None,
+) -> int:
+    """Add an internal comment: never shown to the requester nor mailed to them; the
+    ticket's other technicians hear of it. Return the article id."""
+    from helpdesk.notify import notices
+
+    state = _lock(store, ticket_id)
+    author, _name = _person(store, author_id)
+    article_id = add_article(
+        store,
+        ticket_id,
+        author_id,
+        source=source,
+        subject=subject,
+        body_text=body_text,
+        attachments=attachments,
+        mail_id=mail_id,
+        internal=True,
+    )
+    record_message_id(store, ticket_id, message_id)
+    record_history(
+        store, ticket_id, Actor(author_id, author, source), "comment", state["status"], None
+    )
+    notices.comment_added(store, settings, queue, ticket_id, article_id, mail_id=mail_id)
+    return article_id
+
+
+def take(
+    store: Store, settings: Settings, queue: Queue, ticket_id: int, technician_id: int, actor: Actor
+) -> bool:
+    """Give a ticket to a technician (the actor themself for `take`); tell the requester
+    who has it, and the technician when someone else gave it. False if it already was theirs."""
+    from helpdesk.notify import notices
+
+    state = _lock(store, ticket_id)
+    if state["status"] == "closed":
+        raise WorkflowError(f"ticket #{ticket_id} is closed: reopen it first")
+    if state["assignee_id"] == technician_id:
+        return False
+    old = state["status"]
+    new = "assigned" if old == "new" else old
+    _update(store, ticket_id, assignee_id=technician_id, status=new)
+    email, _name = _person(store, technician_id)
+    action = "take" if actor.person_id == technician_id else "assign"
+    record_history(store, ticket_id, actor, action, old, new, f"to {email}")
+    notices.taken(store, settings, queue, ticket_id, technician_id, by=actor.person_id)
+    return True
+
+
+assign = take
+
+
+def resolve(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    technician_id: int,
+    *,
+    body_text: str,
+    attachments: Sequence[FileData] = (),
+    source: str = "cli",
+    mail_id: int | None = None,
+    message_id: str | None = None,
+) -> int:
+    """Resolve a ticket with a solution the requester sees and is mailed; it closes by
+    itself after autoclose_days unless they answer. Return the solution's article id."""
+    from helpdesk.notify import notices
+
+    if not body_text.strip():
+        raise WorkflowError("a resolution needs a message: say what was done")
+    state = _lock(store, ticket_id)
+    old = state["status"]
+    if old not in OPEN_STATUSES:
+        raise WorkflowError(f"ticket #{ticket_id} is already {old}")
+    author, _name = _person(store, technician_id)
+    article_id = add_article(
+        store,
+        ticket_id,
+        technician_id,
+        source=source,
+        subject="",
+        body_text=body_text,
+        attachments=attachments,
+        mail_id=mail_id,
+    )
+    record_message_id(store, ticket_id, message_id)
+    now = utcnow()
+    changes: dict[str, Any] = {"status": "resolved", "resolved_at": now}
+    if state["assignee_id"] is None:
+        changes["assignee_id"] = technician_id
+    _update(store, ticket_id, **changes)
+    record_history(
+        store, ticket_id, Actor(technician_id, author, source), "resolve", old, "resolved"
+    )
+    notices.resolved(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        article_id,
+        mail_id=mail_id,
+        incoming_message_id=message_id,
+    )
+    return article_id
+
+
+def close(store: Store, settings: Settings, queue: Queue, ticket_id: int, actor: Actor) -> bool:
+    """Close a ticket (any state but closed); tell the requester unless they closed it
+    themself. False when it was closed already (a concurrent scheduler got there first)."""
+    from helpdesk.notify import notices
+
+    state = _lock(store, ticket_id)
+    old = state["status"]
+    if old == "closed":
+        return False
+    _update(store, ticket_id, status="closed", closed_at=utcnow())
+    detail = None
+    if actor.door == "scheduler":
+        detail = f"no answer from the requester {settings.autoclose_days} days after resolution"
+    record_history(store, ticket_id, actor, "close", old, "closed", detail)
+    if actor.person_id != state["requester_id"]:
+        notices.closed(store, settings, queue, ticket_id)
+    return True
+
+
+def reopen(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    actor: Actor,
+    *,
+    body_text: str = "",
+    by_requester: bool = False,
+) -> int | None:
+    """Reopen a resolved or closed ticket, back to its technician (who is told), with the
+    reason as a public entry when one is given; return that entry's id."""
+    state = _lock(store, ticket_id)
+    if state["status"] not in ("resolved", "closed"):
+        raise WorkflowError(f"ticket #{ticket_id} is {state['status']}: nothing to reopen")
+    article_id = None
+    if body_text.strip():
+        if actor.person_id is None:
+            raise WorkflowError("a reopening with a message needs an author")
+        article_id = add_article(
+            store, ticket_id, actor.person_id, source=actor.door, subject="", body_text=body_text
+        )
+    _reopen(store, settings, queue, ticket_id, state, actor, article_id, None, None)
+    return article_id
+
+
+def _reopen(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    state: dict[str, Any],
+    actor: Actor,
+    article_id: int | None,
+    mail_id: int | None,
+    message_id: str | None,
+) -> None:
+    from helpdesk.notify import notices
+
+    new = _reopened_status(state)
+    _update(store, ticket_id, status=new, resolved_at=None, closed_at=None)
+    record_history(store, ticket_id, actor, "reopen", state["status"], new)
+    notices.reopened(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        article_id,
+        by=actor.label,
+        mail_id=mail_id,
+        incoming_message_id=message_id,
+    )
 
 
 def attach_machine_mail(

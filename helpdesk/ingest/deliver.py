@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from helpdesk.config import ConfigError
 from helpdesk.config import Queue
@@ -36,6 +37,9 @@ from helpdesk.store import IntegrityError
 from helpdesk.store import Store
 from helpdesk.store import StoreError
 from helpdesk.store import utcnow
+
+if TYPE_CHECKING:
+    from helpdesk.ingest.thread import Writer
 
 __all__ = ["EX_OK", "EX_DATAERR", "EX_TEMPFAIL", "Outcome", "deliver", "run", "main"]
 
@@ -209,6 +213,81 @@ def _machine_mail(
     return Outcome(EX_OK, f"{verdict.kind}: {reason}", mail_id, verdict.kind, ticket_id)
 
 
+def _technician_command(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author: int,
+    writer: Writer,
+    mail: ParsedMail,
+    mail_id: int,
+) -> str | None:
+    """Carry out a technician's `#resolve` or `#comment` first line, or file an answer
+    to an internal note as one; return what was done, None for a plain follow-up."""
+    from helpdesk import workflow
+    from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import answers_internal_note
+    from helpdesk.ingest.thread import command_of
+
+    if not (writer.technician or writer.staff):
+        return None
+    shown = trim_quoted(mail.text)
+    command, rest = command_of(shown)
+    if command is None and answers_internal_note(store, ticket_id, mail):
+        command, rest = "comment", shown
+    if command == "resolve" and not writer.technician:
+        # Resolving mails the requester in our name: it needs the proof a note does not.
+        command, rest = "comment", f"#resolve not applied (no proof of a mail we sent):\n{rest}"
+    if command == "resolve":
+        try:
+            workflow.resolve(
+                store,
+                settings,
+                queue,
+                ticket_id,
+                author,
+                body_text=rest.strip("\n"),
+                attachments=mail.attachments,
+                source="mail",
+                mail_id=mail_id,
+                message_id=mail.message_id,
+            )
+            return "resolution"
+        except workflow.WorkflowError as exc:
+            # Already resolved, or nothing said: keep the mail as a note, not a retry.
+            workflow.comment(
+                store,
+                settings,
+                queue,
+                ticket_id,
+                author,
+                body_text=f"#resolve not applied ({exc}):\n{rest}",
+                subject=mail.subject,
+                attachments=mail.attachments,
+                source="mail",
+                mail_id=mail_id,
+                message_id=mail.message_id,
+            )
+            return f"internal comment (#resolve not applied: {exc})"
+    if command == "comment":
+        workflow.comment(
+            store,
+            settings,
+            queue,
+            ticket_id,
+            author,
+            body_text=rest.strip("\n"),
+            subject=mail.subject,
+            attachments=mail.attachments,
+            source="mail",
+            mail_id=mail_id,
+            message_id=mail.message_id,
+        )
+        return "internal comment"
+    return None
+
+
 def _person_mail(
     store: Store,
     settings: Settings,
@@ -232,10 +311,30 @@ def _person_mail(
     # someone else's takes it, and nothing is sent to that address.
     forged = authentication_failure(settings, mail)
     refused = None
+    previous_id = None
     if match is not None:
         writer = check_writer(store, settings, queue, match, mail, email, forged)
-        if writer.allowed:
+        status = store.scalar("SELECT status FROM ticket WHERE id = :id", {"id": match.ticket_id})
+        if writer.allowed and status == "closed" and not writer.technician:
+            # A closed ticket stays closed: the requester's news opens a new one,
+            # linked to it (as Zammad and GLPI do after their follow-up delay).
+            previous_id = match.ticket_id
+            refused = f"ticket #{match.ticket_id} ({match.via}) is closed: opened a new one"
+        elif writer.allowed:
             author = workflow.ensure_person(store, email, name)
+            done = _technician_command(
+                store, settings, queue, match.ticket_id, author, writer, mail, mail_id
+            )
+            if done is not None:
+                reason = f"{done} by {match.via}: {writer.why}"
+                _set_verdict(store, mail_id, "followup", reason, match.ticket_id)
+                return Outcome(
+                    EX_OK,
+                    f"{done} in ticket #{match.ticket_id}",
+                    mail_id,
+                    "followup",
+                    match.ticket_id,
+                )
             workflow.add_followup(
                 store,
                 settings,
@@ -253,6 +352,8 @@ def _person_mail(
             )
             who = "technician" if writer.technician else "requester side"
             reason = f"follow-up ({who}) by {match.via}: {writer.why}"
+            if status == "resolved" and not writer.technician:
+                reason += "; reopened"
             _set_verdict(store, mail_id, "followup", reason, match.ticket_id)
             return Outcome(
                 EX_OK,
@@ -261,7 +362,8 @@ def _person_mail(
                 "followup",
                 match.ticket_id,
             )
-        refused = f"not let into ticket #{match.ticket_id} ({match.via}): {writer.why}"
+        else:
+            refused = f"not let into ticket #{match.ticket_id} ({match.via}): {writer.why}"
     if forged:
         refused = "; ".join(filter(None, [refused, f"{forged}: no acknowledgement sent"]))
     # Our tag of another ticket has no place in this one's subject: replies
@@ -288,6 +390,7 @@ def _person_mail(
         message_id=mail.message_id,
         participant_ids=copied,
         acknowledge=forged is None,
+        previous_id=previous_id,
     )
     _set_verdict(store, mail_id, "ticket", refused, ticket_id)
     return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)

@@ -8,8 +8,9 @@ First match wins, strongest proof first (research/anchors.md, DESIGN.md
    ticket of this queue;
 3. the subject tag `[TAG #123]`.
 A signed address is enough to write. Otherwise only the requester, a participant
-or a technician of the queue may; a DMARC or DKIM failure for the sender's
-domain, reported by an MTA we trust, makes anyone a stranger.
+or a technician of the ticket (its group's, its queue's, the one who has it) may;
+a DMARC or DKIM failure for the sender's domain, reported by an MTA we trust,
+makes anyone a stranger.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from helpdesk.config import Queue
 from helpdesk.config import Settings
 from helpdesk.ingest.parsed import ParsedMail
 from helpdesk.notify.outbox import message_id_digest
+from helpdesk.people import may_speak_as_technician
 from helpdesk.replyaddress import ticket_of_address
 from helpdesk.replyaddress import ticket_of_extension
 from helpdesk.store import Store
@@ -32,6 +34,8 @@ __all__ = [
     "check_writer",
     "authentication_failure",
     "strip_tags",
+    "answers_internal_note",
+    "command_of",
 ]
 
 _MAX_REFERENCES = 50
@@ -53,6 +57,9 @@ class Writer:
     allowed: bool
     technician: bool
     why: str
+    # A technician of the ticket whose mail lacks the proof that gives them a voice
+    # towards the requester: they may still write internal notes.
+    staff: bool = False
 
 
 def _ticket_in_queue(store: Store, ticket_id: int, queue: Queue) -> bool:
@@ -215,15 +222,15 @@ def check_writer(
 ) -> Writer:
     """Decide whether the sender may add to the matched ticket, and as a technician or not;
     `forged` is what authentication_failure() said of the mail."""
-    technicians = {email for email, _name in settings.technicians(queue)}
+    is_technician = may_speak_as_technician(store, settings, queue, match.ticket_id, sender)
     if match.signed:
         # The address proves they got our mail; a failed DMARC still denies them
         # a technician's voice, which would mail the requester in our name.
-        technician = sender in technicians and forged is None
+        technician = is_technician and forged is None
         return Writer(True, technician, f"signed reply address for ticket #{match.ticket_id}")
     if forged:
         return Writer(False, False, forged)
-    if sender in technicians:
+    if is_technician:
         # Without a trusted DMARC result a From is easy to forge, and a technician's
         # voice mails the requester in our name: it needs proof of a mail we sent
         # that technician. A bare subject tag still lets them add a note.
@@ -234,6 +241,7 @@ def check_writer(
             False,
             f"{sender} is a technician of queue {queue.name}, but the mail answers none of"
             " ours to them: not sent to the requester",
+            staff=True,
         )
     row = store.one(
         "SELECT p.email FROM ticket t JOIN person p ON p.id = t.requester_id WHERE t.id = :id",
@@ -254,3 +262,32 @@ def check_writer(
         f"{sender or 'an unknown sender'} is not the requester, a participant or a technician"
         f" of ticket #{match.ticket_id}",
     )
+
+
+def answers_internal_note(store: Store, ticket_id: int, mail: ParsedMail) -> bool:
+    """Tell whether a mail answers one of our internal-note notifications: what it says
+    (and quotes) must stay internal."""
+    ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
+    ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
+    if not ids:
+        return False
+    in_list, names = _in_list(ids)
+    return (
+        store.scalar(
+            "SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND kind = 'tech_comment'"
+            f" AND message_id IN ({in_list})",
+            {"ticket": ticket_id, **names},
+        )
+        is not None
+    )
+
+
+_COMMAND = re.compile(r"\A\s*#(resolve|comment)\b[ \t]*\n?", re.IGNORECASE)
+
+
+def command_of(text: str) -> tuple[str | None, str]:
+    """A technician's first-line command (`#resolve`, `#comment`) and the text without it."""
+    match = _COMMAND.match(text or "")
+    if match is None:
+        return None, text
+    return match.group(1).lower(), text[match.end() :]

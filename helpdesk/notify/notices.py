@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from helpdesk import people
 from helpdesk import tokens
 from helpdesk.config import Queue
 from helpdesk.config import Settings
@@ -20,7 +21,16 @@ from helpdesk.notify.render import render
 from helpdesk.replyaddress import reply_address
 from helpdesk.store import Store
 
-__all__ = ["ticket_opened", "followup_added", "REPLY_MARKERS"]
+__all__ = [
+    "ticket_opened",
+    "followup_added",
+    "comment_added",
+    "taken",
+    "resolved",
+    "closed",
+    "reopened",
+    "REPLY_MARKERS",
+]
 
 log = logging.getLogger("helpdesk.notify")
 
@@ -167,11 +177,25 @@ class _Sender:
         return tokens.link(self.settings.base_url, token)
 
     def technicians(self, *, besides: str = "") -> list[tuple[str, str]]:
+        """The ticket's technician once taken, else its group; never the writer."""
         return [
             (email, name)
-            for email, name in self.settings.technicians(self.queue)
+            for email, name in people.ticket_technicians(
+                self.store, self.settings, self.queue, self.ticket["id"]
+            )
             if email not in (besides, self.ticket["requester"])
         ]
+
+    def to_requester(self, kind: str, context: dict[str, Any], *, link: bool = True) -> int:
+        if link:
+            context = {**context, "link": self.link()}
+        return self.send(
+            kind,
+            self.ticket["requester"],
+            self.ticket["requester_name"],
+            context,
+            to_technician=False,
+        )
 
 
 def ticket_opened(
@@ -184,6 +208,7 @@ def ticket_opened(
     mail_id: int | None,
     incoming_message_id: str | None,
     acknowledge: bool = True,
+    previous_id: int | None = None,
 ) -> list[int]:
     """Queue the acknowledgement to the requester and the news to the technicians."""
     ticket = _ticket(store, ticket_id)
@@ -196,7 +221,7 @@ def ticket_opened(
                 "ack",
                 ticket["requester"],
                 ticket["requester_name"],
-                {**article, "link": sender.link()},
+                {**article, "link": sender.link(), "previous": previous_id},
                 to_technician=False,
                 auto_submitted="auto-replied",  # RFC 3834: an answer to their mail
             )
@@ -223,16 +248,118 @@ def followup_added(
     article = _article(store, article_id)
     sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
     if by_technician:
-        return [
-            sender.send(
-                "followup",
-                ticket["requester"],
-                ticket["requester_name"],
-                {**article, "link": sender.link()},
-                to_technician=False,
-            )
-        ]
+        return [sender.to_requester("followup", article)]
     return [
         sender.send("tech_followup", email, name, article, to_technician=True)
         for email, name in sender.technicians(besides=article["author"])
+    ]
+
+
+def comment_added(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    mail_id: int | None,
+) -> list[int]:
+    """Queue an internal comment's news to the ticket's other technicians, never to the
+    requester."""
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    sender = _Sender(store, settings, queue, ticket, mail_id, None)
+    return [
+        sender.send("tech_comment", email, name, article, to_technician=True)
+        for email, name in sender.technicians(besides=article["author"])
+    ]
+
+
+def _latest_public_text(store: Store, ticket_id: int) -> str:
+    row = store.one(
+        "SELECT body_text, body_trimmed FROM article WHERE ticket_id = :id AND internal = :no"
+        " ORDER BY id DESC LIMIT 1",
+        {"id": ticket_id, "no": False},
+    )
+    if row is None:
+        return ""
+    return _excerpt(row[1] if row[1] is not None else row[0])
+
+
+def taken(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    technician_id: int,
+    *,
+    by: int | None,
+) -> list[int]:
+    """Tell the requester who took their request; tell the technician when someone else
+    gave it to them."""
+    ticket = _ticket(store, ticket_id)
+    email, name = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
+    sender = _Sender(store, settings, queue, ticket, None, None)
+    context = {"technician": email, "technician_name": name or ""}
+    ids = [sender.to_requester("taken", context)]
+    if by != technician_id:
+        by_name = "?"
+        if by is not None:
+            row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": by})
+            by_name = (row[1] or row[0]) if row else by_name
+        else:
+            by_name = "helpdesk-pipe"
+        values = {**context, "by_name": by_name, "text": _latest_public_text(store, ticket_id)}
+        ids.append(sender.send("assigned", email, name or "", values, to_technician=True))
+    return ids
+
+
+def resolved(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    mail_id: int | None,
+    incoming_message_id: str | None,
+) -> list[int]:
+    """Tell the requester their request is resolved: the solution, and that it closes by
+    itself unless they answer."""
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
+    return [sender.to_requester("resolved", {**article, "days": settings.autoclose_days})]
+
+
+def closed(store: Store, settings: Settings, queue: Queue, ticket_id: int) -> list[int]:
+    """Tell the requester their request is closed."""
+    ticket = _ticket(store, ticket_id)
+    sender = _Sender(store, settings, queue, ticket, None, None)
+    return [sender.to_requester("closed", {}, link=False)]
+
+
+def reopened(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int | None,
+    *,
+    by: str,
+    mail_id: int | None,
+    incoming_message_id: str | None,
+) -> list[int]:
+    """Tell the ticket's technician (its group if nobody has it) that it is open again,
+    with the reopening message."""
+    ticket = _ticket(store, ticket_id)
+    article = (
+        _article(store, article_id)
+        if article_id is not None
+        else {"text": "", "author": by, "author_name": "", "attachments": []}
+    )
+    sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
+    return [
+        sender.send("reopened", email, name, {**article, "by": by}, to_technician=True)
+        for email, name in sender.technicians(besides=by)
     ]

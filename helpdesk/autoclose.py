@@ -1,0 +1,83 @@
+"""Close the tickets resolved longer ago than autoclose_days, one batch at a time.
+
+Several schedulers (or cron jobs) may run this at once: on PostgreSQL each batch
+locks its rows with FOR UPDATE SKIP LOCKED, so two passes take different tickets;
+SQLite runs one write transaction at a time (BEGIN IMMEDIATE), and each pass
+re-reads the status inside it. workflow.close() checks the status again under the
+lock, so no ticket is closed, nor its mail queued, twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from helpdesk.config import Settings
+from helpdesk.store import Store
+from helpdesk.store import utcnow
+
+__all__ = ["due_tickets", "autoclose_pass", "expire_tokens"]
+
+log = logging.getLogger("helpdesk.autoclose")
+
+BATCH = 100
+
+
+def due_tickets(store: Store, settings: Settings, limit: int | None = None) -> list[int]:
+    """The resolved tickets whose requester stayed silent for autoclose_days, oldest first."""
+    cutoff = utcnow() - timedelta(days=settings.autoclose_days)
+    sql = (
+        "SELECT id FROM ticket WHERE status = 'resolved' AND resolved_at <= :cutoff"
+        " ORDER BY resolved_at, id"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [int(r[0]) for r in store.execute(sql, {"cutoff": cutoff}).fetchall()]
+
+
+def autoclose_pass(store: Store, settings: Settings, *, batch: int = BATCH) -> list[int]:
+    """Close every due ticket through the workflow (door `scheduler`); return their ids.
+
+    Each batch is one transaction; a ticket another pass holds or closed is skipped.
+    """
+    from helpdesk import workflow
+
+    actor = workflow.Actor(None, "scheduler", "scheduler")
+    closed: list[int] = []
+    skip = "" if store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    cutoff = utcnow() - timedelta(days=settings.autoclose_days)
+    # A ticket of a queue taken out of the config has nobody to write in its name.
+    queues = {f"q{n}": name for n, name in enumerate(settings.queues)}
+    if not queues:
+        return closed
+    in_queues = ", ".join(":" + key for key in queues)
+    while True:
+        with store.transaction():
+            rows = store.execute(
+                "SELECT id, queue FROM ticket WHERE status = 'resolved' AND resolved_at <= :cutoff"
+                f" AND queue IN ({in_queues}) ORDER BY id LIMIT {int(batch)}{skip}",
+                {"cutoff": cutoff, **queues},
+            ).fetchall()
+            done = [
+                int(ticket_id)
+                for ticket_id, queue in rows
+                if workflow.close(store, settings, settings.queues[queue], int(ticket_id), actor)
+            ]
+        closed += done
+        log.info("auto-close: %s ticket(s) closed in this batch", len(done))
+        if len(rows) < batch or not done:
+            return closed
+
+
+def expire_tokens(store: Store, settings: Settings) -> int:
+    """Delete the private links that no longer open anything (revoked, or their ticket
+    closed more than link_days_after_close days ago); return how many."""
+    cutoff = utcnow() - timedelta(days=settings.link_days_after_close)
+    with store.transaction():
+        return int(
+            store.execute(
+                "DELETE FROM access_token WHERE revoked_at IS NOT NULL OR ticket_id IN"
+                " (SELECT id FROM ticket WHERE status = 'closed' AND closed_at < :cutoff)",
+                {"cutoff": cutoff},
+            ).rowcount
+        )
