@@ -562,7 +562,6 @@ def reopen(
     actor: Actor,
     *,
     body_text: str = "",
-    by_requester: bool = False,
 ) -> int | None:
     """Reopen a resolved or closed ticket, back to its technician (who is told), with the
     reason as a public entry when one is given; return that entry's id."""

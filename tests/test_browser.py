@@ -155,10 +155,11 @@ def open_tab(browser: Browser) -> Iterator[Callable[..., Tab]]:
         context.close()
 
 
-def _screenshots(page: Page, request: pytest.FixtureRequest, db: str) -> None:
-    """Full-page screenshots at phone and desktop widths, kept as CI artifacts (not committed)."""
+def _screenshots(page: Page, request: pytest.FixtureRequest, db: str, step: str = "") -> None:
+    """Full-page screenshots at phone and desktop widths, kept as CI artifacts (not committed);
+    `step` names one of several moments of a test."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    name = request.node.originalname
+    name = request.node.originalname + (f"-{step}" if step else "")
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
         png = page.screenshot(path=str(SCREENSHOTS / f"{name}-{db}-{width}.png"), full_page=True)
@@ -474,3 +475,119 @@ def test_a_post_without_the_csrf_token_is_refused_and_adds_nothing(
     accepted = tab.context.request.post(link, form={**form, "csrf_token": token}, max_redirects=0)
     assert accepted.status == 303
     assert len(_articles(viewer, 1)) == 2
+
+
+# -- the solution approval (issue 5) -------------------------------------------------
+
+JEAN = "jean.tech@univ.example"
+PHONE = {"width": 390, "height": 844}
+
+
+def _resolved(viewer: Viewer, subject: str = "Imprimante en panne") -> int:
+    """A ticket opened by Alice, taken by Jean and resolved, through the workflow in-process
+    (as the CLI drives it), its mail sent; the catcher is then emptied."""
+    from helpdesk import workflow
+    from helpdesk.config import load_settings
+    from helpdesk.notify.outbox import flush
+    from helpdesk.store import Store
+
+    settings = load_settings(viewer.config)
+    queue = settings.queues["dsi"]
+    with Store(settings.database_url, settings.busy_timeout) as db:
+        with db.transaction():
+            alice = workflow.ensure_person(db, ALICE, "Alice Martin")
+            jean = workflow.ensure_person(db, JEAN, "Jean Technicien")
+            ticket_id, _article = workflow.open_ticket(
+                db, settings, queue, alice, subject=subject, body_text="Le bac 2 bourre."
+            )
+            workflow.take(db, settings, queue, ticket_id, jean, workflow.Actor(jean, JEAN, "cli"))
+            workflow.resolve(
+                db, settings, queue, ticket_id, jean, body_text="Le rouleau du bac 2 a été changé."
+            )
+        flush(db, settings, due_only=False)
+    # The acknowledgement, the two technicians' news, "taken" and "resolved".
+    viewer.catcher.wait_for(5)
+    viewer.catcher.clear()
+    return ticket_id
+
+
+def _status(viewer: Viewer, ticket_id: int) -> str:
+    return cli_json(viewer.config, "ticket", "show", str(ticket_id))["status"]
+
+
+def test_the_requester_closes_a_resolved_request_from_a_phone(
+    viewer: Viewer, open_tab: Callable[..., Tab], request: pytest.FixtureRequest
+) -> None:
+    ticket_id = _resolved(viewer)
+    link = _link(viewer, ticket_id)
+    tab = open_tab(locale="fr-FR", **PHONE)
+    page = tab.page
+    page.goto(link)
+    expect(page.locator(".status")).to_have_text("Résolue")
+    expect(page.get_by_role("heading", name="Votre problème est-il résolu ?")).to_be_visible()
+    expect(page.locator("#answer")).to_contain_text("au bout de 15 jours")
+    expect(page.get_by_role("heading", name="Ajouter un nouveau suivi")).to_have_count(0)
+    close = page.get_by_role("button", name="Clore la demande")
+    expect(close).to_be_visible()
+    expect(page.get_by_role("button", name="Le problème persiste")).to_be_visible()
+    # Big enough for a thumb, and the keyboard focus shows.
+    box = close.bounding_box()
+    assert box is not None and box["height"] >= 44 and box["x"] + box["width"] <= 390
+    close.focus()
+    assert close.evaluate("e => getComputedStyle(e).outlineStyle") == "solid"
+    _screenshots(page, request, viewer.db, "resolved")
+    page.set_viewport_size(PHONE)
+
+    close.click()
+    expect(page.get_by_role("heading", name="Cette demande est close")).to_be_visible()
+    expect(page).to_have_url(link)
+    expect(page.locator(".status")).to_have_text("Close")
+    expect(page.locator("form")).to_have_count(0)
+    expect(page.locator("textarea")).to_have_count(0)
+    address = page.get_by_role("link", name="dsi.support@univ.example")
+    expect(address).to_have_attribute("href", "mailto:dsi.support@univ.example")
+    assert _status(viewer, ticket_id) == "closed"
+    page.wait_for_timeout(300)
+    assert viewer.catcher.messages == []  # they closed it themself: no mail about it
+    assert tab.dialogs == [] and tab.page_errors == [] and tab.errors() == []
+    _screenshots(page, request, viewer.db, "closed")
+
+
+def test_not_solved_sends_the_request_back_to_its_technician(
+    viewer: Viewer, open_tab: Callable[..., Tab], request: pytest.FixtureRequest
+) -> None:
+    ticket_id = _resolved(viewer)
+    link = _link(viewer, ticket_id)
+    tab = open_tab(locale="fr-FR", **PHONE)
+    page = tab.page
+    page.goto(link)
+    expect(page.locator(".status")).to_have_text("Résolue")
+    persists = page.get_by_role("button", name="Le problème persiste")
+    # The comment is required: the browser keeps an empty one from leaving.
+    persists.click()
+    page.wait_for_timeout(300)
+    assert page.url == link and _status(viewer, ticket_id) == "resolved"
+
+    comment = "Le bac 2 bourre encore, dès la deuxième feuille."
+    page.get_by_label("Sinon, qu'est-ce qui ne va toujours pas ?").fill(comment)
+    persists.click()
+    expect(page).to_have_url(re.compile(re.escape(link) + "#last$"))
+    last = page.locator(".thread > li:last-child")
+    expect(last).to_contain_text(comment)
+    expect(last).to_have_attribute("id", "last")
+    expect(last).to_have_class(re.compile(r"\bmine\b"))
+    expect(page.locator(".thread > li")).to_have_count(3)
+    expect(page.locator(".status")).to_have_text("En cours de traitement")
+    expect(page.locator(".facts")).to_contain_text("Jean Technicien")
+    expect(page.get_by_role("heading", name="Ajouter un nouveau suivi")).to_be_visible()
+    expect(page.get_by_role("button", name="Clore la demande")).to_have_count(0)
+    assert _status(viewer, ticket_id) == "assigned"
+
+    # Jean, who had it, hears of it at once, with the comment.
+    [caught] = viewer.catcher.wait_for(1)
+    assert caught.recipients == [JEAN]
+    message = caught.message()
+    assert message["Subject"].startswith(f"[HD #{ticket_id}] Demande rouverte")
+    assert comment in message.get_content()
+    assert tab.dialogs == [] and tab.page_errors == [] and tab.errors() == []
+    _screenshots(page, request, viewer.db)

@@ -11,6 +11,8 @@ import re
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from conftest import make_mail
 from conftest import pipe_command
 from conftest import run_cli
 from conftest import run_pipe
+from conftest import smtp_outgoing
 from conftest import write_config
+from smtp_catcher import SmtpCatcher
 
 ALICE = "alice@univ.example"
 LINK = re.compile(r"/t/([A-Za-z0-9_-]{43})")
@@ -401,3 +405,399 @@ def test_no_token_reaches_gunicorns_logs(config: Path) -> None:
         log = server.stdout.read()
     assert '"GET /t/… HTTP/1.1" 200' in log, log
     assert link.split("/")[-1] not in log and "q" * 43 not in log
+
+
+# -- the solution approval: close, or "not solved" (issue 5) ------------------------
+
+JEAN = "jean.tech@univ.example"
+MARIE = "marie.tech@univ.example"
+SOLUTION = "Le toner a été remplacé."
+
+
+@pytest.fixture
+def mailed(db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher) -> Path:
+    """A config whose mail goes to the SMTP catcher, on a fresh, initialised database."""
+    path = write_config(tmp_path, db_url, outgoing=smtp_outgoing(smtp_catcher.port))
+    assert run_cli(path, "init").returncode == 0
+    return path
+
+
+@contextmanager
+def _workflow(config: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """The workflow in-process, as the CLI drives it: one transaction, then its mail sent."""
+    from helpdesk.config import load_settings
+    from helpdesk.notify.outbox import flush
+    from helpdesk.store import Store
+
+    settings = load_settings(config)
+    with Store(settings.database_url, settings.busy_timeout) as db:
+        with db.transaction():
+            yield db, settings, settings.queues["dsi"]
+        flush(db, settings, due_only=False)
+
+
+def _open(config: Path, subject: str = "Imprimante en panne") -> int:
+    from helpdesk import workflow
+
+    with _workflow(config) as (db, settings, queue):
+        alice = workflow.ensure_person(db, ALICE, "Alice Martin")
+        ticket_id, _article = workflow.open_ticket(
+            db, settings, queue, alice, subject=subject, body_text="L'imprimante ne marche plus."
+        )
+    return ticket_id
+
+
+def _take(config: Path, ticket_id: int) -> None:
+    from helpdesk import workflow
+
+    with _workflow(config) as (db, settings, queue):
+        jean = workflow.ensure_person(db, JEAN, "Jean Technicien")
+        workflow.take(db, settings, queue, ticket_id, jean, workflow.Actor(jean, JEAN, "cli"))
+
+
+def _resolve(config: Path, ticket_id: int) -> None:
+    from helpdesk import workflow
+
+    with _workflow(config) as (db, settings, queue):
+        jean = workflow.ensure_person(db, JEAN, "Jean Technicien")
+        workflow.resolve(db, settings, queue, ticket_id, jean, body_text=SOLUTION)
+
+
+def _resolved(config: Path, subject: str = "Imprimante en panne") -> int:
+    """A ticket taken by Jean, then resolved with SOLUTION."""
+    ticket_id = _open(config, subject)
+    _take(config, ticket_id)
+    _resolve(config, ticket_id)
+    return ticket_id
+
+
+def _status(config: Path, ticket_id: int = 1) -> str:
+    [(status,)] = db_execute(config, "SELECT status FROM ticket WHERE id = :id", id=ticket_id)
+    return status
+
+
+def _counts(config: Path) -> tuple[int, int, int]:
+    """(articles, history rows, outbox rows): what any change would add to."""
+    return tuple(  # type: ignore[return-value]
+        db_execute(config, f"SELECT count(*) FROM {table}")[0][0]
+        for table in ("article", "ticket_history", "outbox_message")
+    )
+
+
+FR = {"Accept-Language": "fr-FR,fr;q=0.9"}
+EN = {"Accept-Language": "en-US,en;q=0.8"}
+
+
+def test_a_resolved_ticket_asks_the_requester_to_close_it_or_say_it_persists(
+    config: Path,
+) -> None:
+    _resolved(config)
+    link = _link(config)
+    client = _app(config, autoclose_days=15).test_client()
+    html = client.get(link, headers=FR).get_data(as_text=True)
+    assert "Votre problème est-il résolu ?" in html
+    assert "au bout de 15 jours" in html
+    assert f'action="{link}/close"' in html and ">Clore la demande</button>" in html
+    assert f'action="{link}/reopen"' in html and ">Le problème persiste</button>" in html
+    assert '<label for="comment">Sinon, qu\'est-ce qui ne va toujours pas ?</label>' in html
+    assert re.search(r'<textarea id="comment" name="comment"[^>]* required', html)
+    assert html.count('name="csrf_token"') == 2
+    # The solution approval replaces the follow-up form, right after the thread.
+    assert "Ajouter un nouveau suivi" not in html and 'name="description"' not in html
+    assert html.index(SOLUTION) < html.index('id="answer"')
+    assert 'href="#answer"' in html
+    assert "Résolue" in html and "Jean Technicien" in html
+
+    english = client.get(link, headers=EN).get_data(as_text=True)
+    assert "Is your problem solved?" in english and "after 15 days" in english
+    assert ">Close my request</button>" in english and ">Not solved</button>" in english
+    assert '<label for="comment">If not, what is still wrong?</label>' in english
+    assert "Add a follow-up" not in english
+    one_day = _app(config, autoclose_days=1).test_client().get(link, headers=EN)
+    assert "after 1 day." in one_day.get_data(as_text=True)
+
+
+def test_close_my_request_closes_it_at_once_and_mails_nobody(
+    mailed: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    _resolved(mailed)
+    link = _link(mailed)
+    client = _app(mailed).test_client()
+    smtp_catcher.clear()
+    before = db_execute(mailed, "SELECT count(*) FROM outbox_message")[0][0]
+    form = client.get(link, headers=FR).get_data(as_text=True)
+    response = client.post(link + "/close", data={"csrf_token": _csrf(form)})
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(link)
+    assert _status(mailed) == "closed"
+    [history] = db_execute(
+        mailed,
+        "SELECT h.door, h.old_status, h.new_status, p.email, h.actor FROM ticket_history h"
+        " JOIN person p ON p.id = h.actor_id WHERE h.ticket_id = 1 AND h.action = 'close'",
+    )
+    assert history == ("web", "resolved", "closed", ALICE, ALICE)
+    [(closed_at,)] = db_execute(mailed, "SELECT closed_at FROM ticket WHERE id = 1")
+    assert closed_at is not None
+    # They closed it themself: no "your request is closed" mail, nor any other.
+    assert db_execute(mailed, "SELECT count(*) FROM outbox_message")[0][0] == before
+    time.sleep(0.3)
+    assert smtp_catcher.messages == []
+
+    page = client.get(link, headers=FR).get_data(as_text=True)
+    assert "Cette demande est close" in page
+    assert 'href="mailto:dsi.support@univ.example">dsi.support@univ.example</a>' in page
+    assert "une nouvelle demande sera ouverte" in page
+    assert "<form" not in page and "<textarea" not in page and 'class="skip"' not in page
+    assert '<span class="status status-closed">Close</span>' in page
+    english = client.get(link, headers=EN).get_data(as_text=True)
+    assert "This request is closed" in english and "opens a new request" in english
+
+
+def test_not_solved_reopens_it_for_the_technician_with_the_comment(
+    mailed: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    _resolved(mailed)
+    link = _link(mailed)
+    client = _app(mailed).test_client()
+    smtp_catcher.clear()
+    comment = "Toujours des traînées noires sur chaque page."
+    form = client.get(link, headers=FR).get_data(as_text=True)
+    response = client.post(link + "/reopen", data={"csrf_token": _csrf(form), "comment": comment})
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith(link + "#last")
+    assert _status(mailed) == "assigned"
+    articles = cli_json(mailed, "ticket", "show", "1")["articles"]
+    last = [a for a in articles if not a["internal"]][-1]
+    assert last["author"] == ALICE and last["body_text"] == comment and last["source"] == "web"
+    [history] = db_execute(
+        mailed,
+        "SELECT door, old_status, new_status, actor_id IS NOT NULL FROM ticket_history"
+        " WHERE action = 'reopen'",
+    )
+    assert history == ("web", "resolved", "assigned", True)
+    # Jean, who has it, is told at once, with the comment; nobody else.
+    [caught] = smtp_catcher.wait_for(1)
+    assert caught.recipients == [JEAN]
+    message = caught.message()
+    assert message["Subject"] == "[HD #1] Demande rouverte : Imprimante en panne"
+    assert comment in message.get_content() and ALICE in message.get_content()
+    [row] = [r for r in cli_json(mailed, "outbox", "list") if r["kind"] == "reopened"]
+    assert row["status"] == "sent"
+
+    page = client.get(link, headers=FR).get_data(as_text=True)
+    last_entry = page[page.rindex('<li class="entry') :]
+    assert 'id="last"' in last_entry and comment in last_entry and "mine" in last_entry
+    assert "En cours de traitement" in page and "Jean Technicien" in page
+    assert "Ajouter un nouveau suivi" in page and "Clore la demande" not in page
+
+
+def test_not_solved_without_a_technician_goes_back_to_the_group(
+    mailed: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    _resolved(mailed)
+    db_execute(mailed, "UPDATE ticket SET assignee_id = NULL")
+    link = _link(mailed)
+    client = _app(mailed).test_client()
+    smtp_catcher.clear()
+    form = client.get(link).get_data(as_text=True)
+    assert "Pas encore attribuée" in form
+    response = client.post(link + "/reopen", data={"csrf_token": _csrf(form), "comment": "Non."})
+    assert response.status_code == 303
+    assert _status(mailed) == "new"
+    caught = smtp_catcher.wait_for(2)
+    assert sorted(r for c in caught for r in c.recipients) == [JEAN, MARIE]
+
+
+def test_not_solved_needs_a_comment(config: Path) -> None:
+    _resolved(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    before = _counts(config)
+    form = client.get(link, headers=FR).get_data(as_text=True)
+    for data in ({"comment": "  \n "}, {}):
+        response = client.post(link + "/reopen", data={"csrf_token": _csrf(form), **data})
+        assert response.status_code == 400
+        html = response.get_data(as_text=True)
+        assert "Dites ce qui ne va toujours pas" in html
+        assert 'aria-describedby="comment-error"' in html and 'role="alert"' in html
+    assert _status(config) == "resolved" and _counts(config) == before
+
+
+def test_close_and_reopen_need_the_csrf_token(config: Path) -> None:
+    _resolved(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    client.get(link)  # the session exists: only the form's token is missing
+    before = _counts(config)
+    for path, data in (("/close", {}), ("/reopen", {"comment": "Toujours en panne."})):
+        assert client.post(link + path, data=data).status_code == 400
+        forged = client.post(link + path, data={**data, "csrf_token": "forged"}, headers=FR)
+        assert forged.status_code == 400
+        assert "Le formulaire a expiré" in forged.get_data(as_text=True)
+    assert _status(config) == "resolved" and _counts(config) == before
+
+
+def test_close_and_reopen_only_answer_a_resolved_ticket(config: Path) -> None:
+    _open(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    form = client.get(link, headers=FR).get_data(as_text=True)
+    assert "Clore la demande" not in form and "Ajouter un nouveau suivi" in form
+    token = _csrf(form)
+    for status in ("new", "assigned", "waiting", "closed"):
+        db_execute(config, "UPDATE ticket SET status = :status", status=status)
+        before = _counts(config)
+        closing = client.post(link + "/close", data={"csrf_token": token}, headers=FR)
+        assert closing.status_code == 409, status
+        assert "rien n'a été modifié" in closing.get_data(as_text=True)
+        reopening = client.post(
+            link + "/reopen", data={"csrf_token": token, "comment": "Encore ?"}, headers=EN
+        )
+        assert reopening.status_code == 409, status
+        html = reopening.get_data(as_text=True)
+        assert "not waiting for your answer to a solution: nothing was changed" in html
+        assert "Encore ?" in html  # what they wrote is not lost
+        assert _status(config) == status and _counts(config) == before
+
+
+def test_a_closed_ticket_takes_no_followup(config: Path) -> None:
+    _resolved(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    token = _csrf(client.get(link).get_data(as_text=True))
+    assert client.post(link + "/close", data={"csrf_token": token}).status_code == 303
+    before = _counts(config)
+    response = client.post(
+        link,
+        data={
+            "csrf_token": token,
+            "description": "Et aussi le scanner.",
+            "attachments": (io.BytesIO(b"log"), "journal.txt"),
+        },
+        content_type="multipart/form-data",
+        headers=FR,
+    )
+    assert response.status_code == 409
+    html = response.get_data(as_text=True)
+    assert "votre suivi n'a pas été ajouté" in html
+    assert "Et aussi le scanner." in html and "Cette demande est close" in html
+    assert _status(config) == "closed" and _counts(config) == before
+
+
+def test_a_followup_on_a_resolved_ticket_reopens_it(config: Path) -> None:
+    _resolved(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    token = _csrf(client.get(link).get_data(as_text=True))
+    response = client.post(link, data={"csrf_token": token, "description": "Encore en panne."})
+    assert response.status_code == 303
+    assert _status(config) == "assigned"
+
+
+def test_internal_comments_never_reach_the_requester(
+    mailed: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    from helpdesk import workflow
+
+    secret = "Note interne : le fournisseur facture le toner trop cher."
+    ticket_id = _open(mailed)
+    _take(mailed, ticket_id)
+    with _workflow(mailed) as (db, settings, queue):
+        marie = workflow.ensure_person(db, MARIE)
+        workflow.comment(db, settings, queue, ticket_id, marie, body_text=secret)
+    link = _link(mailed)
+    client = _app(mailed).test_client()
+    pages = [client.get(link).get_data(as_text=True)]
+    _resolve(mailed, ticket_id)
+    form = client.get(link).get_data(as_text=True)
+    pages.append(form)
+    reopened = client.post(link + "/reopen", data={"csrf_token": _csrf(form), "comment": "Non."})
+    assert reopened.status_code == 303
+    pages.append(client.get(link).get_data(as_text=True))
+    pages.append(client.get(link, headers=EN).get_data(as_text=True))
+    for page in pages:
+        assert "fournisseur" not in page
+    # The comment went to the technician in charge only; no mail to the requester carries it.
+    caught = smtp_catcher.wait_for(5)
+    to_alice = [c for c in caught if ALICE in c.recipients]
+    kinds = {r["kind"] for r in cli_json(mailed, "outbox", "list") if r["to"] == ALICE}
+    assert kinds == {"ack", "taken", "resolved"} and len(to_alice) == 3
+    for message in to_alice:
+        assert "fournisseur" not in message.message().get_content()
+    told = [c for c in caught if "fournisseur" in c.message().get_content()]
+    assert [c.recipients for c in told] == [[JEAN]]
+
+
+def test_a_page_cached_before_a_change_is_not_served_after(config: Path) -> None:
+    from helpdesk import workflow
+
+    _resolved(config)
+    link = _link(config)
+    app = _app(config)
+    client = app.test_client()
+    cache = app.extensions["helpdesk.page_cache"]
+    for _ in range(2):  # rendered, then served from the cache
+        assert "Clore la demande" in client.get(link).get_data(as_text=True)
+    assert any(key[-1] == "page" for key in cache._items)
+    # Closed behind the viewer's back (the scheduler's auto-close): the page follows.
+    with _workflow(config) as (db, settings, queue):
+        workflow.close(db, settings, queue, 1, workflow.Actor(None, "scheduler", "scheduler"))
+    page = client.get(link).get_data(as_text=True)
+    assert "Cette demande est close" in page and "Clore la demande" not in page
+    # Reopened by a technician, resolved again: the approval is back, then closed on the web.
+    with _workflow(config) as (db, settings, queue):
+        jean = workflow.ensure_person(db, JEAN)
+        workflow.reopen(db, settings, queue, 1, workflow.Actor(jean, JEAN, "cli"))
+    assert "Ajouter un nouveau suivi" in client.get(link).get_data(as_text=True)
+    _resolve(config, 1)
+    form = client.get(link).get_data(as_text=True)
+    assert "Clore la demande" in form and client.get(link).get_data(as_text=True) == form
+    assert client.post(link + "/close", data={"csrf_token": _csrf(form)}).status_code == 303
+    page = client.get(link).get_data(as_text=True)
+    assert "Cette demande est close" in page and "<form" not in page
+
+
+def test_every_status_has_its_words(config: Path) -> None:
+    _open(config)
+    _take(config, 1)
+    link = _link(config)
+    client = _app(config).test_client()
+    words = {
+        "new": ("Nouvelle", "New"),
+        "assigned": ("En cours de traitement", "Being handled"),
+        "waiting": ("En attente", "Waiting"),
+        "resolved": ("Résolue", "Resolved"),
+        "closed": ("Close", "Closed"),
+    }
+    for status, (french, english) in words.items():
+        db_execute(config, "UPDATE ticket SET status = :status", status=status)
+        for headers, label in ((FR, french), (EN, english)):
+            html = client.get(link, headers=headers).get_data(as_text=True)
+            assert f'<span class="status status-{status}">{label}</span>' in html, status
+            assert "<dd>Jean Technicien</dd>" in html
+
+
+def test_the_state_is_checked_again_under_the_lock(config: Path, monkeypatch: Any) -> None:
+    """The token lookup reads the state before the transaction: a change in between (the
+    scheduler, a technician) must still be refused, decided on the locked row."""
+    from dataclasses import replace
+
+    from helpdesk import tokens
+
+    _resolved(config)
+    link = _link(config)
+    client = _app(config).test_client()
+    token = _csrf(client.get(link).get_data(as_text=True))
+    real = tokens.lookup
+    for stale, now in (("resolved", "assigned"), ("resolved", "closed"), ("assigned", "closed")):
+        monkeypatch.setattr(tokens, "lookup", lambda *a, s=stale: replace(real(*a), status=s))
+        db_execute(config, "UPDATE ticket SET status = :status", status=now)
+        before = _counts(config)
+        if stale == "resolved":
+            assert client.post(link + "/close", data={"csrf_token": token}).status_code == 409
+            reopening = client.post(link + "/reopen", data={"csrf_token": token, "comment": "x"})
+            assert reopening.status_code == 409
+        else:
+            followup = client.post(link, data={"csrf_token": token, "description": "x"})
+            assert followup.status_code == 409
+        assert _status(config) == now and _counts(config) == before

@@ -86,7 +86,6 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     app.extensions["helpdesk.failed_lookups"] = FailedLookups(settings.failed_lookups_per_minute)
     app.extensions["helpdesk.page_cache"] = PageCache(128)
     catalogues = i18n.load_catalogues()
-    csrf.init_app(app)
     # The access log and Flask's own error lines name the URL: tokens stay out.
     # A logger's filter sees only what is logged on it, not what its children pass up:
     # each logger that names URLs gets its own.
@@ -105,6 +104,9 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     @app.before_request
     def _language() -> None:
         g.language = i18n.pick_language(request.accept_languages, "en")
+
+    # After _language: a refused token's page (400) speaks the reader's language too.
+    csrf.init_app(app)
 
     @app.teardown_appcontext
     def _release(exc: BaseException | None) -> None:

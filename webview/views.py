@@ -1,10 +1,15 @@
-"""The pages: a ticket by its private link, its attachments, and the follow-up form."""
+"""The pages: a ticket by its private link, its attachments, and what its requester may do
+there: add a follow-up while it is open; close it, or say the problem persists, once it is
+resolved (GLPI's solution approval). A closed ticket takes nothing more: a new mail opens
+a new request.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint
@@ -21,7 +26,9 @@ from markupsafe import Markup
 
 from helpdesk import tokens
 from helpdesk import workflow
+from helpdesk.config import Queue
 from helpdesk.ingest.parsed import ParsedAttachment
+from helpdesk.store import Store
 from helpdesk.tokens import Access
 from webview.app import settings_of
 from webview.app import store
@@ -67,7 +74,10 @@ def _access(token: str) -> Access:
     return access
 
 
-def _page(token: str, access: Access, error: str | None = None, text: str = "") -> Any:
+def _page(
+    token: str, access: Access, error: str | None = None, text: str = "", code: int = 200
+) -> Any:
+    """The ticket's page; with an error (a refused form), rendered afresh with `code`."""
     settings = settings_of()
     g.remote_images = request.args.get("images") == "1"
     accept = bool(request.accept_languages)
@@ -94,7 +104,7 @@ def _page(token: str, access: Access, error: str | None = None, text: str = "") 
         return page.replace(_CSRF_SLOT, generate_csrf()), 200
     return _render(
         ticket, token, queue, key, cache, csrf=generate_csrf(), error=error, text=text
-    ), 400
+    ), code
 
 
 _CSRF_SLOT = "\x00csrf\x00"
@@ -124,8 +134,18 @@ def _render(
             )
         )
         cache.put(key, body)
+    settings = settings_of()
     return render_template(
-        "ticket.html", ticket=ticket, token=token, body=body, csrf=csrf, error=error, text=text
+        "ticket.html",
+        ticket=ticket,
+        token=token,
+        body=body,
+        csrf=csrf,
+        error=error,
+        text=text,
+        autoclose_days=settings.autoclose_days,
+        # Where a closed ticket's requester writes to open a new request.
+        address=queue.address(settings.domain_for(queue)) if queue else "",
     )
 
 
@@ -153,9 +173,14 @@ def ticket_page(token: str) -> Any:
 
 @bp.post("/t/<token>")
 def add_followup(token: str) -> Any:
-    """Store the requester's follow-up through the workflow, then show it (PRG)."""
+    """Store the requester's follow-up through the workflow, then show it (PRG).
+
+    On a resolved ticket it reopens it, as a mail would; a closed one takes nothing (409).
+    """
     access = _access(token)
     text = request.form.get("description", "").strip()
+    if access.status == "closed":
+        return _page(token, access, error="closed", text=text, code=409)
     files = [
         # An upload is stored like a file that came by mail.
         ParsedAttachment(_filename(f.filename), f.mimetype or "application/octet-stream", f.read())
@@ -163,31 +188,111 @@ def add_followup(token: str) -> Any:
         if f and f.filename
     ]
     if not text and not files:
-        return _page(token, access, error="empty", text=text)
+        return _page(token, access, error="empty", text=text, code=400)
     settings = settings_of()
     db = store()
     with db.transaction():
-        ticket = db.one(
-            "SELECT queue, subject FROM ticket WHERE id = :id", {"id": access.ticket_id}
-        )
-        queue = settings.queues.get(ticket[0]) if ticket else None
-        if queue is None:
-            abort(404)  # a queue removed from the config: nobody to tell
-        workflow.add_followup(
-            db,
-            settings,
-            queue,
-            access.ticket_id,
-            access.person_id,
-            by_technician=False,
-            subject=ticket[1],
-            body_text=text,
-            attachments=files,
-            source="web",
-        )
+        ticket = _locked(db, access.ticket_id)
+        if ticket.status != "closed":
+            workflow.add_followup(
+                db,
+                settings,
+                ticket.queue,
+                access.ticket_id,
+                access.person_id,
+                by_technician=False,
+                subject=ticket.subject,
+                body_text=text,
+                attachments=files,
+                source="web",
+            )
+    if ticket.status == "closed":  # closed since the lookup, by someone else
+        return _page(token, access, error="closed", text=text, code=409)
     log.info("ticket #%s: follow-up added on the web", access.ticket_id)
     _send_notifications(access.ticket_id)
     return redirect(url_for("viewer.ticket_page", token=token, _anchor="last"), code=303)
+
+
+@bp.post("/t/<token>/close")
+def close_ticket(token: str) -> Any:
+    """The requester accepts the solution: the resolved ticket closes now (PRG).
+
+    Anything but a resolved ticket is refused (409) and left as it is.
+    """
+    access = _access(token)
+    if access.status != "resolved":
+        return _page(token, access, error="not-resolved", code=409)
+    settings = settings_of()
+    db = store()
+    with db.transaction():
+        ticket = _locked(db, access.ticket_id)
+        if ticket.status == "resolved":
+            # The requester closes it themself: the workflow mails them nothing.
+            workflow.close(db, settings, ticket.queue, access.ticket_id, _actor(db, access))
+    if ticket.status != "resolved":  # changed since the lookup
+        return _page(token, access, error="not-resolved", code=409)
+    log.info("ticket #%s: closed by its requester on the web", access.ticket_id)
+    _send_notifications(access.ticket_id)
+    return redirect(url_for("viewer.ticket_page", token=token), code=303)
+
+
+@bp.post("/t/<token>/reopen")
+def reopen_ticket(token: str) -> Any:
+    """The requester says the problem persists: the resolved ticket goes back to its
+    technician (who is mailed) with their comment as a public entry (PRG).
+
+    The comment is required (400); anything but a resolved ticket is refused (409).
+    """
+    access = _access(token)
+    comment = request.form.get("comment", "").strip()
+    if access.status != "resolved":
+        return _page(token, access, error="not-resolved", text=comment, code=409)
+    if not comment:
+        return _page(token, access, error="comment", code=400)
+    settings = settings_of()
+    db = store()
+    with db.transaction():
+        ticket = _locked(db, access.ticket_id)
+        if ticket.status == "resolved":
+            workflow.reopen(
+                db,
+                settings,
+                ticket.queue,
+                access.ticket_id,
+                _actor(db, access),
+                body_text=comment,
+            )
+    if ticket.status != "resolved":  # changed since the lookup
+        return _page(token, access, error="not-resolved", text=comment, code=409)
+    log.info("ticket #%s: reopened by its requester on the web", access.ticket_id)
+    _send_notifications(access.ticket_id)
+    return redirect(url_for("viewer.ticket_page", token=token, _anchor="last"), code=303)
+
+
+@dataclass(frozen=True)
+class _Locked:
+    status: str
+    queue: Queue
+    subject: str
+
+
+def _locked(db: Store, ticket_id: int) -> _Locked:
+    """A ticket's state, its row locked until the transaction ends: what the form may do
+    is decided on this, not on the state the token lookup read."""
+    row = db.one(
+        "SELECT status, queue, subject FROM ticket WHERE id = :id" + db.for_update(),
+        {"id": ticket_id},
+    )
+    queue = settings_of().queues.get(row[1]) if row else None
+    if row is None or queue is None:
+        abort(404)  # gone, or its queue removed from the config: nobody to tell
+    return _Locked(row[0], queue, row[2])
+
+
+def _actor(db: Store, access: Access) -> workflow.Actor:
+    """The token's holder (the requester), as the history names them."""
+    email = db.scalar("SELECT email FROM person WHERE id = :id", {"id": access.person_id})
+    return workflow.Actor(access.person_id, str(email), "web")
 
 
 def _send_notifications(ticket_id: int) -> None:
