@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure what the test suite needs from the system is there and running:
 # PostgreSQL reachable at 127.0.0.1:5432 as postgres without a password, database `test`;
-# the openssl command; Debian's chromium for the browser tests (.ci/browser.sh).
+# the openssl command; libfaketime; Debian's chromium for the browser tests (.ci/browser.sh);
+# slapd and ldap-utils for the LDAP directory tests (.ci/ldap.sh).
 # Idempotent and quick when all is in place; installs and configures when run as root.
 set -euo pipefail
 
@@ -22,8 +23,18 @@ if ! command -v openssl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt_install openssl
 fi
 
-# The browser tests drive Debian's chromium.
+# The auto-close tests move the clock of real processes with libfaketime.
+if ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: libfaketime is missing; run 'sudo make test-deps' once" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt_install faketime
+fi
+
+# The browser tests drive Debian's chromium; the directory tests run Debian's slapd.
 bash "$(dirname "$0")/browser.sh"
+bash "$(dirname "$0")/ldap.sh"
 
 if command -v psql >/dev/null && pg_ok; then
   echo "deps: PostgreSQL reachable at $PG_URL"
