@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
@@ -23,19 +24,30 @@ __all__ = ["run", "JOBS"]
 
 log = logging.getLogger("helpdesk.scheduler")
 
+BATCH = 500
+
 
 def _outbox(store: Store, settings: Settings) -> str:
+    from helpdesk.notify.outbox import FlushResult
     from helpdesk.notify.outbox import flush
 
-    return str(flush(store, settings, due_only=True))
+    total = FlushResult()
+    while True:  # a thousand closing mails need not wait for the next runs
+        result = flush(store, settings, due_only=True, limit=BATCH)
+        total.sent, total.deferred, total.failed = (
+            total.sent + result.sent,
+            total.deferred + result.deferred,
+            total.failed + result.failed,
+        )
+        if result.sent + result.failed < BATCH or result.deferred:
+            return str(total)
 
 
 def _autoclose(store: Store, settings: Settings) -> str:
     from helpdesk.autoclose import autoclose_pass
-    from helpdesk.notify.outbox import flush
 
     closed = autoclose_pass(store, settings)
-    sent = flush(store, settings, due_only=True) if closed else None
+    sent = _outbox(store, settings) if closed else None
     return f"{len(closed)} closed" + (f"; outbox: {sent}" if sent else "")
 
 
@@ -86,19 +98,23 @@ def run(settings: Settings) -> None:
             next_run_time=now,
         )
 
+    # Raising from a signal handler could interrupt APScheduler while it holds one of
+    # its locks; shutting down from another thread lets the running jobs finish.
+    stopper: list[threading.Thread] = []
+
     def stop(signum: int, _frame: Any) -> None:
-        raise SystemExit(0)
+        if not stopper:
+            log.info("signal %s: stopping once the running jobs are done", signum)
+            stopper.append(threading.Thread(target=scheduler.shutdown, name="shutdown"))
+            stopper[0].start()
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info(
         "scheduler started: %s",
         ", ".join(f"{n} every {getattr(settings.schedule, e)} s" for n, (_j, e) in JOBS.items()),
     )
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        if scheduler.running:
-            scheduler.shutdown(wait=True)  # let a running job finish its transaction
-        log.info("scheduler stopped")
+    scheduler.start()  # returns once shutdown() has stopped it
+    for thread in stopper:
+        thread.join()
+    log.info("scheduler stopped")

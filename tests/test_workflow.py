@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import cli_json
+from conftest import db_execute
 from conftest import make_mail
 from conftest import pipe_command
 from conftest import run_cli
@@ -65,7 +66,13 @@ def _clock(days: int) -> dict[str, str]:
     libraries = glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
     if not libraries:
         pytest.fail("libfaketime is required (Debian package faketime; make test-deps)")
-    return {**os.environ, "LD_PRELOAD": libraries[0], "FAKETIME": f"+{days}d"}
+    # A faked monotonic clock would stall the scheduler's timed waits.
+    return {
+        **os.environ,
+        "LD_PRELOAD": libraries[0],
+        "FAKETIME": f"+{days}d",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 def _real_cli(
@@ -497,3 +504,63 @@ def test_routing_by_site(db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher)
     assert "1 updated" in result.stdout and "1 removed" in result.stdout, result.stdout
     routes = cli_json(config, "directory", "show", "ivan@univ.example")["routes"]
     assert routes["iut-assistance"]["group"] == "iut-caen"
+
+
+@pytest.mark.slow
+def test_two_schedulers_close_a_thousand_tickets_once(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = write_config(
+        tmp_path,
+        db_url,
+        extra="[scheduler]\noutbox_every = 1\nautoclose_every = 2\n",
+        outgoing=smtp_outgoing(smtp_catcher.port),
+    )
+    assert run_cli(config, "init").returncode == 0
+    from helpdesk import workflow
+    from helpdesk.config import load_settings
+    from helpdesk.store import Store
+
+    settings = load_settings(config)
+    queue = settings.queues["immobilier"]  # no technicians: only the requesters get mail
+    count = 1000
+    with Store(settings.database_url) as store, store.transaction():
+        tech = workflow.ensure_person(store, JEAN, "Jean")
+        for n in range(count):
+            requester = workflow.ensure_person(store, f"user{n}@univ.example")
+            ticket_id, _ = workflow.open_ticket(
+                store,
+                settings,
+                queue,
+                requester,
+                subject=f"Fuite n° {n}",
+                body_text="Il pleut dans le bureau.",
+                acknowledge=False,
+            )
+            workflow.resolve(store, settings, queue, ticket_id, tech, body_text="Réparé.")
+        # The resolution mail is not what this test is about: mark it sent.
+        store.execute("UPDATE outbox_message SET status = 'sent'")
+    schedulers = [_scheduler(config, days=16) for _ in range(2)]
+    try:
+        smtp_catcher.wait_for(count, timeout=300)
+        time.sleep(3)  # two more rounds of both schedulers: nothing else may come
+    finally:
+        logs = [_stop(s) for s in schedulers]
+    assert len(smtp_catcher.messages) == count
+    assert len({c.recipients[0] for c in smtp_catcher.messages}) == count
+    assert all("Votre demande est close" in c.message()["Subject"] for c in smtp_catcher.messages)
+    closes = db_execute(
+        config,
+        "SELECT ticket_id, COUNT(*) FROM ticket_history WHERE action = 'close' GROUP BY ticket_id",
+    )
+    assert len(closes) == count and {n for _t, n in closes} == {1}
+    assert db_execute(config, "SELECT COUNT(*) FROM ticket WHERE status = 'closed'") == [(count,)]
+    mails = db_execute(
+        config,
+        "SELECT ticket_id, status, tries FROM outbox_message WHERE kind = 'closed'",
+    )
+    assert len(mails) == count and len({m[0] for m in mails}) == count
+    assert {(m[1], m[2]) for m in mails} == {("sent", 1)}
+    # Both schedulers' own accounts add up to the thousand.
+    closed = [sum(int(n) for n in re.findall(r"autoclose: (\d+) closed", log)) for log in logs]
+    assert sum(closed) == count, closed
