@@ -37,6 +37,15 @@ run: venv
 	@echo
 	$(PIPE) --config $(RUN_CONFIG) outbox list
 	@echo; echo "The mail the helpdesk sent is in var/outbox/*.eml."
+	@echo; echo "A technician takes ticket #1, answers, resolves it (each step mails the requester):"
+	$(PIPE) --config $(RUN_CONFIG) ticket take 1 --as jean.dupont@univ.example
+	@$(PIPE) --config $(RUN_CONFIG) ticket list --status resolved --json | grep -q '"id": 1,' || { \
+	  $(PIPE) --config $(RUN_CONFIG) ticket reply 1 --as jean.dupont@univ.example \
+	    -m "Bonjour, le toner est commandé ; je passe demain matin." && \
+	  $(PIPE) --config $(RUN_CONFIG) ticket resolve 1 --as jean.dupont@univ.example \
+	    -m "Toner remplacé, l'imprimante fonctionne." ; }
+	$(PIPE) --config $(RUN_CONFIG) ticket history 1
+	$(PIPE) --config $(RUN_CONFIG) autoclose --dry-run
 	@echo "Try: $(PIPE) --config $(RUN_CONFIG) ticket show 1"
 	@echo "     $(PIPE) --config $(RUN_CONFIG) mail show 6"
 	@echo; echo "Each ticket's private link, as its requester gets it:"
