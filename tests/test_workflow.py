@@ -6,10 +6,13 @@ Each test runs on SQLite and on PostgreSQL (the db_url fixture).
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import time
+from datetime import UTC
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -564,3 +567,61 @@ def test_two_schedulers_close_a_thousand_tickets_once(
     # Both schedulers' own accounts add up to the thousand.
     closed = [sum(int(n) for n in re.findall(r"autoclose: (\d+) closed", log)) for log in logs]
     assert sum(closed) == count, closed
+
+
+def test_autoclose_from_cron_and_dead_links(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
+    config = smtp_config
+    _deliver(config, make_mail())
+    _deliver(config, make_mail(subject="Second"))
+    smtp_catcher.wait_for(6)
+    _cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.")
+    _cli(config, "ticket", "resolve", "2", "--as", JEAN, "-m", "Fait aussi.")
+    _deliver(config, make_mail(subject="[HD #2] Re: Second", body="Non, toujours pas.\n"))
+    assert _ticket(config, 2)["status"] == "assigned"  # the requester's answer reopened it
+    seen = len(smtp_catcher.wait_for(9))
+    # One pass, as cron runs it, sixteen days on: only the still-resolved ticket closes.
+    result = _real_cli(config, "autoclose", "--json", days=16)
+    assert json.loads(result.stdout) == {"dry_run": False, "tickets": [1]}
+    (closing,) = _new(smtp_catcher, seen, 1)
+    assert "[HD #1] Votre demande est close" in closing["Subject"]
+    assert "#1" not in _real_cli(config, "autoclose", days=16).stdout  # nothing twice
+    time.sleep(0.3)
+    assert len(smtp_catcher.messages) == seen + 1
+    # Links: ticket 1's still opens for link_days_after_close (30) days, then is deleted.
+    tokens = "SELECT ticket_id FROM access_token ORDER BY ticket_id"
+    before = [t for (t,) in db_execute(config, tokens)]
+    assert 1 in before and 2 in before
+    assert _real_cli(config, "ticket", "link", "2", "--revoke").returncode == 0
+    from helpdesk.autoclose import expire_tokens
+    from helpdesk.config import load_settings
+    from helpdesk.store import Store
+
+    settings = load_settings(config)
+    with Store(settings.database_url) as store:
+        # Revoked links go at once; ticket 1's stay while they still open the page.
+        assert expire_tokens(store, settings) == before.count(2)
+    assert {t for (t,) in db_execute(config, tokens)} == {1}
+    db_execute(
+        config,
+        "UPDATE ticket SET closed_at = :old WHERE id = 1",
+        old=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    with Store(settings.database_url) as store:
+        assert expire_tokens(store, settings) == before.count(1)
+    assert db_execute(config, tokens) == []
+
+
+def test_a_technician_may_still_write_in_a_closed_ticket(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = smtp_config
+    _deliver(config, make_mail())
+    caught = smtp_catcher.wait_for(3)
+    tech_new = next(c.message() for c in caught if JEAN in c.recipients)
+    _cli(config, "ticket", "close", "1", "--as", JEAN)
+    smtp_catcher.wait_for(4)
+    _deliver(config, _reply_to(tech_new, JEAN, "Pour mémoire : matériel repris."))
+    ticket = _ticket(config)
+    assert ticket["status"] == "closed" and len(ticket["articles"]) == 2
+    assert cli_json(config, "ticket", "list") and len(cli_json(config, "ticket", "list")) == 1
+    assert _history(config)[-1][:2] == ("reply", "mail")
