@@ -413,6 +413,30 @@ AS_TECH = click.option(
 )
 
 
+def _writing(message_help: str) -> Any:
+    """The arguments of a command that writes in a ticket: ID, --as, --message, --attach."""
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(
+            [
+                click.argument("ticket_id", type=ID),
+                AS_TECH,
+                click.option("--message", "-m", help=message_help),
+                click.option(
+                    "--attach",
+                    "attach",
+                    multiple=True,
+                    type=click.Path(dir_okay=False),
+                    help="A file to attach (repeatable).",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @ticket.command("take")
 @click.argument("ticket_id", type=ID)
 @AS_TECH
@@ -456,16 +480,7 @@ def ticket_assign(obj: Context, ticket_id: int, email: str, as_email: str | None
 
 
 @ticket.command("reply")
-@click.argument("ticket_id", type=ID)
-@AS_TECH
-@click.option("--message", "-m", help="The text (default: read from stdin).")
-@click.option(
-    "--attach",
-    "attach",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A file to attach (repeatable).",
-)
+@_writing("The text (default: read from stdin).")
 @pass_ctx
 def ticket_reply(
     obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
@@ -473,8 +488,7 @@ def ticket_reply(
     """Answer the requester ("Suivi de la demande"); the ticket then waits for them."""
     from helpdesk import workflow
 
-    text = _message(message)
-    files = [_Upload(path) for path in attach]
+    text, files = _message(message), [_Upload(path) for path in attach]
 
     def change(store: Any, queue: Any) -> int:
         tech, _email = _technician(store, obj.settings, as_email)
@@ -497,16 +511,7 @@ def ticket_reply(
 
 
 @ticket.command("comment")
-@click.argument("ticket_id", type=ID)
-@AS_TECH
-@click.option("--message", "-m", help="The text (default: read from stdin).")
-@click.option(
-    "--attach",
-    "attach",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A file to attach (repeatable).",
-)
+@_writing("The text (default: read from stdin).")
 @pass_ctx
 def ticket_comment(
     obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
@@ -514,8 +519,7 @@ def ticket_comment(
     """Add an internal comment: never shown or sent to the requester."""
     from helpdesk import workflow
 
-    text = _message(message)
-    files = [_Upload(path) for path in attach]
+    text, files = _message(message), [_Upload(path) for path in attach]
 
     def change(store: Any, queue: Any) -> int:
         tech, _email = _technician(store, obj.settings, as_email)
@@ -528,16 +532,7 @@ def ticket_comment(
 
 
 @ticket.command("resolve")
-@click.argument("ticket_id", type=ID)
-@AS_TECH
-@click.option("--message", "-m", help="The solution (default: read from stdin).")
-@click.option(
-    "--attach",
-    "attach",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A file to attach (repeatable).",
-)
+@_writing("The solution (default: read from stdin).")
 @pass_ctx
 def ticket_resolve(
     obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
@@ -545,8 +540,7 @@ def ticket_resolve(
     """Resolve a ticket with its solution; it closes by itself after autoclose_days."""
     from helpdesk import workflow
 
-    text = _message(message)
-    files = [_Upload(path) for path in attach]
+    text, files = _message(message), [_Upload(path) for path in attach]
 
     def change(store: Any, queue: Any) -> int:
         tech, _email = _technician(store, obj.settings, as_email)

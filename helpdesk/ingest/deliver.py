@@ -236,40 +236,27 @@ def _technician_command(
     command, rest = command_of(shown)
     if command is None and answers_internal_note(store, ticket_id, mail):
         command, rest = "comment", shown
+    refused = None
     if command == "resolve" and not writer.technician:
         # Resolving mails the requester in our name: it needs the proof a note does not.
-        command, rest = "comment", f"#resolve not applied (no proof of a mail we sent):\n{rest}"
-    if command == "resolve":
+        refused = "no proof of a mail we sent"
+    common = {
+        "attachments": mail.attachments,
+        "source": "mail",
+        "mail_id": mail_id,
+        "message_id": mail.message_id,
+    }
+    if command == "resolve" and refused is None:
         try:
             workflow.resolve(
-                store,
-                settings,
-                queue,
-                ticket_id,
-                author,
-                body_text=rest.strip("\n"),
-                attachments=mail.attachments,
-                source="mail",
-                mail_id=mail_id,
-                message_id=mail.message_id,
+                store, settings, queue, ticket_id, author, body_text=rest.strip("\n"), **common
             )
             return "resolution"
         except workflow.WorkflowError as exc:
             # Already resolved, or nothing said: keep the mail as a note, not a retry.
-            workflow.comment(
-                store,
-                settings,
-                queue,
-                ticket_id,
-                author,
-                body_text=f"#resolve not applied ({exc}):\n{rest}",
-                subject=mail.subject,
-                attachments=mail.attachments,
-                source="mail",
-                mail_id=mail_id,
-                message_id=mail.message_id,
-            )
-            return f"internal comment (#resolve not applied: {exc})"
+            refused = str(exc)
+    if refused is not None:
+        command, rest = "comment", f"#resolve not applied ({refused}):\n{rest}"
     if command == "comment":
         workflow.comment(
             store,
@@ -279,12 +266,9 @@ def _technician_command(
             author,
             body_text=rest.strip("\n"),
             subject=mail.subject,
-            attachments=mail.attachments,
-            source="mail",
-            mail_id=mail_id,
-            message_id=mail.message_id,
+            **common,
         )
-        return "internal comment"
+        return "internal comment" + (f" (#resolve not applied: {refused})" if refused else "")
     return None
 
 

@@ -195,7 +195,10 @@ def authentication_failure(settings: Settings, mail: ParsedMail) -> str | None:
     return None
 
 
-def _answers_our_mail_to(store: Store, ticket_id: int, mail: ParsedMail, sender: str) -> bool:
+def _answers_ours(
+    store: Store, ticket_id: int, mail: ParsedMail, condition: str, **params: str
+) -> bool:
+    """Tell whether a mail names one of our mails of a ticket that meets a condition."""
     ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
     ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
     if not ids:
@@ -203,12 +206,16 @@ def _answers_our_mail_to(store: Store, ticket_id: int, mail: ParsedMail, sender:
     in_list, names = _in_list(ids)
     return (
         store.scalar(
-            "SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND to_addr = :to"
+            f"SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND {condition}"
             f" AND message_id IN ({in_list})",
-            {"ticket": ticket_id, "to": sender, **names},
+            {"ticket": ticket_id, **params, **names},
         )
         is not None
     )
+
+
+def _answers_our_mail_to(store: Store, ticket_id: int, mail: ParsedMail, sender: str) -> bool:
+    return _answers_ours(store, ticket_id, mail, "to_addr = :to", to=sender)
 
 
 def check_writer(
@@ -267,19 +274,7 @@ def check_writer(
 def answers_internal_note(store: Store, ticket_id: int, mail: ParsedMail) -> bool:
     """Tell whether a mail answers one of our internal-note notifications: what it says
     (and quotes) must stay internal."""
-    ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
-    ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
-    if not ids:
-        return False
-    in_list, names = _in_list(ids)
-    return (
-        store.scalar(
-            "SELECT 1 FROM outbox_message WHERE ticket_id = :ticket AND kind = 'tech_comment'"
-            f" AND message_id IN ({in_list})",
-            {"ticket": ticket_id, **names},
-        )
-        is not None
-    )
+    return _answers_ours(store, ticket_id, mail, "kind = 'tech_comment'")
 
 
 _COMMAND = re.compile(r"\A\s*#(resolve|comment)\b[ \t]*\n?", re.IGNORECASE)
