@@ -479,6 +479,19 @@ def ticket_assign(obj: Context, ticket_id: int, email: str, as_email: str | None
     )
 
 
+def _write(
+    obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple, write: Any
+) -> Any:
+    """Run write(store, queue, technician id, text, files) as one workflow change."""
+    text, files = _message(message), [_Upload(path) for path in attach]
+
+    def change(store: Any, queue: Any) -> Any:
+        tech, _email = _technician(store, obj.settings, as_email)
+        return write(store, queue, tech, text, files)
+
+    return _change(obj, ticket_id, change)
+
+
 @ticket.command("reply")
 @_writing("The text (default: read from stdin).")
 @pass_ctx
@@ -488,10 +501,7 @@ def ticket_reply(
     """Answer the requester ("Suivi de la demande"); the ticket then waits for them."""
     from helpdesk import workflow
 
-    text, files = _message(message), [_Upload(path) for path in attach]
-
-    def change(store: Any, queue: Any) -> int:
-        tech, _email = _technician(store, obj.settings, as_email)
+    def write(store: Any, queue: Any, tech: int, text: str, files: list) -> int:
         subject = store.scalar("SELECT subject FROM ticket WHERE id = :id", {"id": ticket_id})
         return workflow.add_followup(
             store,
@@ -506,7 +516,7 @@ def ticket_reply(
             source="cli",
         )
 
-    article = _change(obj, ticket_id, change)
+    article = _write(obj, ticket_id, as_email, message, attach, write)
     click.echo(f"reply #{article} added to ticket #{ticket_id}")
 
 
@@ -519,15 +529,12 @@ def ticket_comment(
     """Add an internal comment: never shown or sent to the requester."""
     from helpdesk import workflow
 
-    text, files = _message(message), [_Upload(path) for path in attach]
-
-    def change(store: Any, queue: Any) -> int:
-        tech, _email = _technician(store, obj.settings, as_email)
+    def write(store: Any, queue: Any, tech: int, text: str, files: list) -> int:
         return workflow.comment(
             store, obj.settings, queue, ticket_id, tech, body_text=text, attachments=files
         )
 
-    article = _change(obj, ticket_id, change)
+    article = _write(obj, ticket_id, as_email, message, attach, write)
     click.echo(f"internal comment #{article} added to ticket #{ticket_id}")
 
 
@@ -540,15 +547,12 @@ def ticket_resolve(
     """Resolve a ticket with its solution; it closes by itself after autoclose_days."""
     from helpdesk import workflow
 
-    text, files = _message(message), [_Upload(path) for path in attach]
-
-    def change(store: Any, queue: Any) -> int:
-        tech, _email = _technician(store, obj.settings, as_email)
+    def write(store: Any, queue: Any, tech: int, text: str, files: list) -> int:
         return workflow.resolve(
             store, obj.settings, queue, ticket_id, tech, body_text=text, attachments=files
         )
 
-    _change(obj, ticket_id, change)
+    _write(obj, ticket_id, as_email, message, attach, write)
     click.echo(
         f"ticket #{ticket_id} resolved; it closes by itself in {obj.settings.autoclose_days}"
         " days unless the requester answers"
