@@ -25,14 +25,20 @@ BATCH = 100
 
 def due_tickets(store: Store, settings: Settings, limit: int | None = None) -> list[int]:
     """The resolved tickets whose requester stayed silent for autoclose_days, oldest first."""
-    cutoff = utcnow() - timedelta(days=settings.autoclose_days)
+    return [int(r[0]) for r in _due(store, settings, limit).fetchall()]
+
+
+def _due(store: Store, settings: Settings, limit: int | None, suffix: str = "") -> object:
+    # A ticket of a queue taken out of the config has nobody to write in its name.
+    queues = {f"q{n}": name for n, name in enumerate(settings.queues)} or {"q": ""}
     sql = (
-        "SELECT id FROM ticket WHERE status = 'resolved' AND resolved_at <= :cutoff"
-        " ORDER BY resolved_at, id"
+        "SELECT id, queue FROM ticket WHERE status = 'resolved' AND resolved_at <= :cutoff"
+        f" AND queue IN ({', '.join(':' + key for key in queues)}) ORDER BY id"
     )
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    return [int(r[0]) for r in store.execute(sql, {"cutoff": cutoff}).fetchall()]
+    cutoff = utcnow() - timedelta(days=settings.autoclose_days)
+    return store.execute(sql + suffix, {"cutoff": cutoff, **queues})
 
 
 def autoclose_pass(store: Store, settings: Settings, *, batch: int = BATCH) -> list[int]:
@@ -45,19 +51,9 @@ def autoclose_pass(store: Store, settings: Settings, *, batch: int = BATCH) -> l
     actor = workflow.Actor(None, "scheduler", "scheduler")
     closed: list[int] = []
     skip = "" if store.is_sqlite else " FOR UPDATE SKIP LOCKED"
-    cutoff = utcnow() - timedelta(days=settings.autoclose_days)
-    # A ticket of a queue taken out of the config has nobody to write in its name.
-    queues = {f"q{n}": name for n, name in enumerate(settings.queues)}
-    if not queues:
-        return closed
-    in_queues = ", ".join(":" + key for key in queues)
     while True:
         with store.transaction():
-            rows = store.execute(
-                "SELECT id, queue FROM ticket WHERE status = 'resolved' AND resolved_at <= :cutoff"
-                f" AND queue IN ({in_queues}) ORDER BY id LIMIT {int(batch)}{skip}",
-                {"cutoff": cutoff, **queues},
-            ).fetchall()
+            rows = _due(store, settings, batch, skip).fetchall()
             done = [
                 int(ticket_id)
                 for ticket_id, queue in rows

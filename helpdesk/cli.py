@@ -66,7 +66,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            if not type(exc).__module__.startswith("sqlalchemy"):
+            from helpdesk.store import StoreError
+
+            module = type(exc).__module__
+            if not (
+                isinstance(exc, StoreError)
+                or module.startswith(("sqlalchemy", "sqlite3", "psycopg"))
+            ):
                 raise
             cause = getattr(exc, "orig", None) or exc
             hint = " (run `helpdesk-pipe init`?)" if "no such table" in str(cause) else ""

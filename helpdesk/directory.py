@@ -2,8 +2,9 @@
 
 `helpdesk-pipe directory import people.csv` loads a CSV export (columns email, name,
 site and any others; comma or semicolon, UTF-8 with or without BOM); routing rules
-read the attributes (helpdesk.ingest.route). Each import owns the entries of its
-source, so an LDAP sync and a CSV import do not erase each other.
+read the attributes (helpdesk.ingest.route). An entry belongs to the source that last
+wrote it, and a pruning import (`--prune`, every LDAP sync) removes only entries of its
+own source that it no longer lists: a CSV of extra people survives an LDAP sync.
 """
 
 from __future__ import annotations

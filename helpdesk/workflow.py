@@ -227,9 +227,10 @@ def add_article(
                 "size": len(att.data),
             },
         )
-    store.execute(
-        "UPDATE ticket SET updated_at = :now WHERE id = :id", {"now": now, "id": ticket_id}
-    )
+    if not internal:  # the requester's page shows no internal entry: its cache stays good
+        store.execute(
+            "UPDATE ticket SET updated_at = :now WHERE id = :id", {"now": now, "id": ticket_id}
+        )
     return int(article_id)
 
 
@@ -360,6 +361,10 @@ def add_followup(
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
+    if by_technician and state["status"] == "closed":
+        raise WorkflowError(
+            f"ticket #{ticket_id} is closed: its requester cannot answer; reopen it first"
+        )
     author, _name = _person(store, author_id)
     actor = Actor(author_id, author, source)
     article_id = add_article(

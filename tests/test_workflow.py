@@ -611,7 +611,7 @@ def test_autoclose_from_cron_and_dead_links(smtp_config: Path, smtp_catcher: Smt
     assert db_execute(config, tokens) == []
 
 
-def test_a_technician_may_still_write_in_a_closed_ticket(
+def test_a_technician_writing_in_a_closed_ticket_adds_a_note(
     smtp_config: Path, smtp_catcher: SmtpCatcher
 ) -> None:
     config = smtp_config
@@ -620,8 +620,99 @@ def test_a_technician_may_still_write_in_a_closed_ticket(
     tech_new = next(c.message() for c in caught if JEAN in c.recipients)
     _cli(config, "ticket", "close", "1", "--as", JEAN)
     smtp_catcher.wait_for(4)
+    # The requester could not answer a mail about a closed ticket: it stays a note.
     _deliver(config, _reply_to(tech_new, JEAN, "Pour mémoire : matériel repris."))
+    refused = run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Re-bonjour")
+    assert refused.returncode == 1 and "is closed" in refused.stderr
+    # A technician's unproven #comment (subject tag only) is a note in it too, not a
+    # new ticket in the technician's name.
+    _deliver(config, make_mail(subject="[HD #1] x", sender=MARIE, body="#comment\nVu.\n"))
     ticket = _ticket(config)
-    assert ticket["status"] == "closed" and len(ticket["articles"]) == 2
-    assert cli_json(config, "ticket", "list") and len(cli_json(config, "ticket", "list")) == 1
-    assert _history(config)[-1][:2] == ("reply", "mail")
+    assert ticket["status"] == "closed"
+    assert [(a["author"], a["internal"]) for a in ticket["articles"]] == [
+        (ALICE, False),
+        (JEAN, True),
+        (MARIE, True),
+    ]
+    assert len(cli_json(config, "ticket", "list")) == 1
+    time.sleep(0.3)
+    assert not [m for m in smtp_catcher.messages[4:] if ALICE in m.recipients]
+
+
+def test_a_forged_technician_from_gets_no_technician_voice(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """The requester has a signed reply address too: with a technician's From it must
+    neither mail them in the technician's name nor resolve nor write unmarked notes."""
+    config = smtp_config
+    _deliver(config, make_mail())
+    caught = smtp_catcher.wait_for(3)
+    ack = next(c.message() for c in caught if ALICE in c.recipients)
+    _deliver(config, _reply_to(ack, JEAN, "#resolve\nFaux : tout est réglé."))
+    _deliver(config, _reply_to(ack, JEAN, "#comment\nLe chef a validé les droits admin."))
+    _deliver(config, _reply_to(ack, JEAN, "Bonjour Alice, donnez-moi votre mot de passe."))
+    ticket = _ticket(config)
+    assert ticket["status"] == "new" and ticket["assignee"] is None
+    notes = [a for a in ticket["articles"] if a["internal"]]
+    assert len(notes) == 2
+    for note in notes:
+        assert note["body_text"].startswith(f"[{JEAN}: signed reply address for ticket #1;")
+        assert "answers none of ours to them" in note["body_text"].splitlines()[0]
+    assert "#resolve not applied" in notes[0]["body_text"]
+    public = ticket["articles"][-1]
+    assert not public["internal"] and public["author"] == JEAN
+    time.sleep(0.5)
+    to_alice = [c for c in smtp_catcher.messages if ALICE in c.recipients]
+    assert len(to_alice) == 1  # the acknowledgement, nothing in Jean's name
+    assert [h[0] for h in _history(config)] == ["open", "comment", "comment", "followup"]
+
+
+def test_a_technician_is_the_requester_of_their_own_request(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = smtp_config
+    _deliver(config, make_mail(sender=JEAN, subject="Mon écran"))
+    caught = smtp_catcher.wait_for(2)  # the ack to Jean, the news to Marie
+    ack = next(c.message() for c in caught if JEAN in c.recipients)
+    _deliver(config, _reply_to(ack, JEAN, "Il clignote encore."))
+    (told,) = _new(smtp_catcher, 2, 1)
+    assert told["To"].addresses[0].addr_spec == MARIE
+    assert "Nouveau suivi du demandeur" in told["Subject"]
+    ticket = _ticket(config)
+    assert ticket["status"] == "new" and ticket["assignee"] is None
+
+
+def test_an_answer_to_a_note_stays_internal_whoever_sends_it(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = smtp_config
+    _deliver(config, make_mail())
+    caught = smtp_catcher.wait_for(3)
+    path = LINK.search(_text(next(c.message() for c in caught if ALICE in c.recipients))).group(1)
+    _cli(config, "tech", "add", "luc@univ.example", "--name", "Luc", "-g", "dsi")
+    _cli(config, "ticket", "comment", "1", "--as", JEAN, "-m", "SECRET-NOTE poste volé")
+    notes = _new(smtp_catcher, 3, 2)  # Marie and Luc
+    to_luc = _to(notes, "luc@univ.example")[0]
+    _cli(config, "tech", "remove", "luc@univ.example")
+    # Luc, no longer a technician, answers the note's mail with just a photo.
+    _deliver(config, _reply_to(to_luc, "luc@univ.example", ""))
+    last = _ticket(config)["articles"][-1]
+    assert last["internal"] and last["author"] == "luc@univ.example"
+    from helpdesk.config import load_settings
+    from webview import create_app
+
+    page = create_app(settings=load_settings(config)).test_client().get(path)
+    assert "SECRET" not in page.get_data(as_text=True)
+    time.sleep(0.3)
+    for message in smtp_catcher.messages:
+        if ALICE in message.recipients:
+            assert b"SECRET" not in message.data
+
+
+def test_cli_reads_without_a_database_say_so_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'empty.db'}")
+    for args in (["tech", "list"], ["group", "list"], ["directory", "show", "a@b.example"]):
+        result = run_cli(config, *args)
+        assert result.returncode == 1, (args, result.stdout)
+        assert result.stderr.startswith("Error: database:"), (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -222,6 +222,7 @@ def _technician_command(
     writer: Writer,
     mail: ParsedMail,
     mail_id: int,
+    status: str,
 ) -> str | None:
     """Carry out a technician's `#resolve` or `#comment` first line, or file an answer
     to an internal note as one; return what was done, None for a plain follow-up."""
@@ -230,12 +231,18 @@ def _technician_command(
     from helpdesk.ingest.thread import answers_internal_note
     from helpdesk.ingest.thread import command_of
 
-    if not (writer.technician or writer.staff):
-        return None
     shown = trim_quoted(mail.text)
-    command, rest = command_of(shown)
-    if command is None and answers_internal_note(store, ticket_id, mail):
+    # What answers an internal note (and quotes it) stays internal, whoever writes it.
+    if answers_internal_note(store, ticket_id, mail):
         command, rest = "comment", shown
+    elif writer.technician or writer.staff:
+        command, rest = command_of(shown)
+        if command is None and writer.technician and status == "closed":
+            # Mailing the requester about a closed ticket they cannot answer helps
+            # nobody: a technician's words there are a note until someone reopens it.
+            command = "comment"
+    else:
+        return None
     refused = None
     if command == "resolve" and not writer.technician:
         # Resolving mails the requester in our name: it needs the proof a note does not.
@@ -257,6 +264,9 @@ def _technician_command(
             refused = str(exc)
     if refused is not None:
         command, rest = "comment", f"#resolve not applied ({refused}):\n{rest}"
+    if command == "comment" and not writer.technician:
+        # Anyone can put a technician's address in From: say so on the note.
+        rest = f"[{mail.sender}: {writer.why}]\n{rest}"
     if command == "comment":
         workflow.comment(
             store,
@@ -298,8 +308,12 @@ def _person_mail(
     previous_id = None
     if match is not None:
         writer = check_writer(store, settings, queue, match, mail, email, forged)
-        status = store.scalar("SELECT status FROM ticket WHERE id = :id", {"id": match.ticket_id})
-        if writer.allowed and status == "closed" and not writer.technician:
+        # Locked: a scheduler closing it now must not slip between this and the change.
+        status = store.scalar(
+            "SELECT status FROM ticket WHERE id = :id" + store.for_update(),
+            {"id": match.ticket_id},
+        )
+        if writer.allowed and status == "closed" and not (writer.technician or writer.staff):
             # A closed ticket stays closed: the requester's news opens a new one,
             # linked to it (as Zammad and GLPI do after their follow-up delay).
             previous_id = match.ticket_id
@@ -307,7 +321,7 @@ def _person_mail(
         elif writer.allowed:
             author = workflow.ensure_person(store, email, name)
             done = _technician_command(
-                store, settings, queue, match.ticket_id, author, writer, mail, mail_id
+                store, settings, queue, match.ticket_id, author, writer, mail, mail_id, status
             )
             if done is not None:
                 reason = f"{done} by {match.via}: {writer.why}"

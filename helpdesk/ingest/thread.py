@@ -230,31 +230,36 @@ def check_writer(
     """Decide whether the sender may add to the matched ticket, and as a technician or not;
     `forged` is what authentication_failure() said of the mail."""
     is_technician = may_speak_as_technician(store, settings, queue, match.ticket_id, sender)
-    if match.signed:
-        # The address proves they got our mail; a failed DMARC still denies them
-        # a technician's voice, which would mail the requester in our name.
-        technician = is_technician and forged is None
-        return Writer(True, technician, f"signed reply address for ticket #{match.ticket_id}")
-    if forged:
-        return Writer(False, False, forged)
-    if is_technician:
-        # Without a trusted DMARC result a From is easy to forge, and a technician's
-        # voice mails the requester in our name: it needs proof of a mail we sent
-        # that technician. A bare subject tag still lets them add a note.
-        if _answers_our_mail_to(store, match.ticket_id, mail, sender):
-            return Writer(True, True, f"{sender} is a technician of queue {queue.name}")
-        return Writer(
-            True,
-            False,
-            f"{sender} is a technician of queue {queue.name}, but the mail answers none of"
-            " ours to them: not sent to the requester",
-            staff=True,
-        )
-    row = store.one(
+    requester = store.scalar(
         "SELECT p.email FROM ticket t JOIN person p ON p.id = t.requester_id WHERE t.id = :id",
         {"id": match.ticket_id},
     )
-    if row is not None and row[0] == sender:
+    # A technician writing about their own request is its requester there.
+    is_technician = is_technician and sender != requester
+    # Without a trusted DMARC result a From is easy to forge, and a technician's voice
+    # mails the requester in our name: it needs proof of a mail we sent that very
+    # technician. A signed address is no such proof: the requester has one too.
+    voice = (
+        is_technician
+        and forged is None
+        and _answers_our_mail_to(store, match.ticket_id, mail, sender)
+    )
+    unproven = (
+        f"{sender} is a technician of queue {queue.name}, but the mail answers none of ours"
+        " to them: not sent to the requester"
+    )
+    if match.signed:
+        why = f"signed reply address for ticket #{match.ticket_id}"
+        if is_technician and not voice:
+            why += f"; {unproven if forged is None else forged}"
+        return Writer(True, voice, why, staff=is_technician and not voice and forged is None)
+    if forged:
+        return Writer(False, False, forged)
+    if voice:
+        return Writer(True, True, f"{sender} is a technician of queue {queue.name}")
+    if is_technician:
+        return Writer(True, False, unproven, staff=True)
+    if sender == requester:
         return Writer(True, False, f"{sender} is the requester")
     participant = store.scalar(
         "SELECT 1 FROM participant pa JOIN person p ON p.id = pa.person_id"
