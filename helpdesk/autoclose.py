@@ -16,7 +16,7 @@ from helpdesk.config import Settings
 from helpdesk.store import Store
 from helpdesk.store import utcnow
 
-__all__ = ["due_tickets", "autoclose_pass", "expire_tokens"]
+__all__ = ["due_tickets", "autoclose_pass", "expire_tokens", "record_run"]
 
 log = logging.getLogger("helpdesk.autoclose")
 
@@ -76,4 +76,17 @@ def expire_tokens(store: Store, settings: Settings) -> int:
                 " (SELECT id FROM ticket WHERE status = 'closed' AND closed_at < :cutoff)",
                 {"cutoff": cutoff},
             ).rowcount
+        )
+
+
+def record_run(store: Store, job: str, result: str) -> None:
+    """Note that a periodic job (scheduler or cron) just ran: `doctor` checks it."""
+    import socket
+
+    with store.transaction():
+        store.execute(
+            "INSERT INTO job_run (job, host, finished_at, result) VALUES (:job, :host, :now,"
+            " :result) ON CONFLICT (job) DO UPDATE SET host = excluded.host,"
+            " finished_at = excluded.finished_at, result = excluded.result",
+            {"job": job, "host": socket.gethostname()[:255], "now": utcnow(), "result": result},
         )

@@ -891,6 +891,7 @@ def autoclose(obj: Context, dry_run: bool, as_json: bool) -> None:
     """Close the tickets resolved autoclose_days ago without an answer (one pass, for cron)."""
     from helpdesk.autoclose import autoclose_pass
     from helpdesk.autoclose import due_tickets
+    from helpdesk.autoclose import record_run
     from helpdesk.notify.outbox import flush
     from helpdesk.store import StoreError
 
@@ -901,6 +902,7 @@ def autoclose(obj: Context, dry_run: bool, as_json: bool) -> None:
                 ids = due_tickets(store, settings)
             else:
                 ids = autoclose_pass(store, settings)
+                record_run(store, "autoclose", f"{len(ids)} closed")
                 if ids:
                     try:
                         flush(store, settings, due_only=True)
@@ -1070,6 +1072,53 @@ def aliases(obj: Context) -> None:
     click.echo("\n".join(lines))
 
 
+@cli.command()
+@click.option(
+    "--user",
+    "-u",
+    "user",
+    help="The account the MTA runs the pipe as (default: helpdesk, when it exists).",
+)
+@click.option(
+    "--aliases",
+    "alias_files",
+    multiple=True,
+    metavar="FILE",
+    help="An alias file to check (repeatable; default: /etc/aliases and "
+    "/etc/postfix/helpdesk-aliases).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_ctx
+def doctor(obj: Context, user: str | None, alias_files: tuple[str, ...], as_json: bool) -> None:
+    """Check this installation; print each problem with its fix; exit 1 if mail would suffer."""
+    import pwd
+    from dataclasses import asdict
+
+    from helpdesk.doctor import DEFAULT_ALIAS_FILES
+    from helpdesk.doctor import run_checks
+
+    if user is None:
+        try:
+            user = pwd.getpwnam("helpdesk").pw_name
+        except KeyError:
+            user = None
+    findings = run_checks(obj.settings, user, alias_files or DEFAULT_ALIAS_FILES)
+    lines = []
+    for f in findings:
+        lines.append(f"{f.level.upper():<5} {f.check:<10} {f.message}")
+        if f.fix and f.level != "ok":
+            lines.append(f"{'':16}fix: {f.fix}")
+    failed = sum(f.level == "fail" for f in findings)
+    lines.append(
+        f"{failed} problem(s) to fix"
+        if failed
+        else "no problem found" + (f" (pipe user {user})" if user else "")
+    )
+    _emit([asdict(f) for f in findings], as_json, "\n".join(lines))
+    if failed:
+        sys.exit(1)
+
+
 # -- viewer ---------------------------------------------------------------
 
 
@@ -1161,6 +1210,10 @@ def outbox_flush(obj: Context, due_only: bool) -> None:
     try:
         with Store(obj.settings.database_url, obj.settings.busy_timeout) as store:
             result = flush(store, obj.settings, due_only=due_only)
+            if due_only:  # what cron runs in place of the scheduler
+                from helpdesk.autoclose import record_run
+
+                record_run(store, "outbox", str(result))
     except StoreError as exc:
         raise click.ClickException(f"database: {exc}") from None
     except ConfigError as exc:

@@ -41,6 +41,7 @@ __all__ = [
     "GroupMember",
     "DirectoryEntry",
     "TicketHistory",
+    "JobRun",
     "TICKET_STATUSES",
     "DOORS",
     "OUTBOX_STATUSES",
@@ -314,3 +315,15 @@ class TicketHistory(Base):
     old_status: Mapped[str | None] = mapped_column(String(20))
     new_status: Mapped[str | None] = mapped_column(String(20))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class JobRun(Base):
+    """When a periodic job last ran (scheduler or cron), where, and what it did:
+    `helpdesk-pipe doctor` tells a sysadmin whose mail waits for a scheduler nobody runs."""
+
+    __tablename__ = "job_run"
+
+    job: Mapped[str] = mapped_column(String(30), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    finished_at: Mapped[timestamp]
+    result: Mapped[str] = mapped_column(Text, default="")

@@ -68,8 +68,11 @@ JOBS: dict[str, tuple[Callable[[Store, Settings], str], str]] = {
 def _run_job(name: str, settings: Settings) -> None:
     job = JOBS[name][0]
     try:
+        from helpdesk.autoclose import record_run
+
         with Store(settings.database_url, settings.busy_timeout) as store:
             result = job(store, settings)
+            record_run(store, name, result)
         log.info("%s: %s", name, result)
     except Exception:  # noqa: BLE001 - one failed run must not stop the scheduler
         log.exception("%s failed; it runs again at its next time", name)

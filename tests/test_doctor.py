@@ -1,0 +1,143 @@
+"""`helpdesk-pipe doctor` on real installations: what it passes, and each problem it names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import cli_json
+from conftest import db_execute
+from conftest import run_cli
+from conftest import write_config
+
+
+def _findings(config: Path, *args: str) -> list[dict]:
+    result = run_cli(config, "doctor", *args, "--json")
+    import json
+
+    return json.loads(result.stdout)
+
+
+def _levels(findings: list[dict], check: str) -> set[str]:
+    return {f["level"] for f in findings if f["check"] == check}
+
+
+def _wire_aliases(config: Path, tmp_path: Path) -> Path:
+    """The alias file a sysadmin makes from `helpdesk-pipe aliases`."""
+    printed = run_cli(config, "aliases").stdout
+    path = tmp_path / "helpdesk-aliases"
+    path.write_text(printed, encoding="utf-8")
+    return path
+
+
+def test_a_sound_installation_passes(config: Path, tmp_path: Path) -> None:
+    aliases = _wire_aliases(config, tmp_path)
+    os.chmod(config, 0o640)
+    # What the scheduler (or cron) leaves behind.
+    assert run_cli(config, "autoclose").returncode == 0
+    assert run_cli(config, "outbox", "flush", "--due-only").returncode == 0
+    result = run_cli(config, "doctor", "--aliases", str(aliases), "--user", "root")
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.rstrip().endswith("no problem found (pipe user root)")
+    findings = _findings(config, "--aliases", str(aliases), "--user", "root")
+    assert {f["level"] for f in findings} <= {"ok", "warn"}
+    assert [f["check"] for f in findings if f["level"] == "warn"] == ["mail"]  # directory transport
+    ok_aliases = [f for f in findings if f["check"] == "aliases" and f["level"] == "ok"]
+    assert len(ok_aliases) == 3  # dsi, immobilier, scd
+    assert _levels(findings, "scheduler") == {"ok"}
+
+
+def test_each_problem_is_named_with_its_fix(db_url: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        db_url,
+        outgoing='transport = "smtp"\nhost = "127.0.0.1"\nport = 9\ntimeout = 2\n',
+    )
+    text = config.read_text().replace('base_url = "https://helpdesk.univ.example"', "")
+    config.write_text(text)
+    # Not initialised yet: the schema is missing.
+    findings = _findings(config, "--aliases", str(tmp_path / "none"))
+    (database,) = [f for f in findings if f["check"] == "database"]
+    assert database["level"] == "fail" and database["fix"] == "helpdesk-pipe init"
+    assert run_cli(config, "init").returncode == 0
+    aliases = tmp_path / "aliases"
+    aliases.write_text(
+        "postmaster: root\n"
+        'dsi.support: "|helpdesk-pipe --config /etc/other.toml deliver --queue dsi"\n'
+        'scd.info: "|/nonexistent/bin/helpdesk-pipe deliver --queue scd"\n'
+        'old: "|/bin/true helpdesk-pipe deliver --queue gone"\n'
+    )
+    result = run_cli(config, "doctor", "--aliases", str(aliases))
+    assert result.returncode == 1
+    out = result.stdout
+    assert "helpdesk-pipe is not an absolute path" in out
+    assert "it uses /etc/other.toml" in out
+    assert "/nonexistent/bin/helpdesk-pipe is not an executable file" in out
+    assert "queue gone is not in the config" in out
+    assert "no alias line delivers to queue immobilier" in out
+    assert "SMTP server 127.0.0.1:9 unreachable" in out
+    assert "base_url is http://localhost:8080" in out
+    assert "the outbox job has never run" in out and "the autoclose job has never run" in out
+    # Every failure comes with its fix, on the next line.
+    lines = out.splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("FAIL"):
+            assert lines[number + 1].strip().startswith("fix: "), line
+    # A scheduler that stopped two days ago is named too.
+    assert run_cli(config, "autoclose").returncode == 0
+    from datetime import UTC
+    from datetime import datetime
+    from datetime import timedelta
+
+    db_execute(
+        config,
+        "UPDATE job_run SET finished_at = :old",
+        old=datetime.now(UTC) - timedelta(days=2),
+    )
+    stale = [f for f in _findings(config) if f["check"] == "scheduler"]
+    assert any("the autoclose job last ran 2 days" in f["message"] for f in stale)
+
+
+def test_sqlite_files_the_pipe_user_cannot_write_or_anyone_can_read(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db' / 'helpdesk.db'}")
+    assert run_cli(config, "init").returncode == 0
+    database = tmp_path / "db" / "helpdesk.db"
+    os.chmod(database, 0o644)
+    findings = _findings(config, "--user", "nobody", "--aliases", str(tmp_path / "none"))
+    failures = [f["message"] for f in findings if f["level"] == "fail"]
+    assert any(m.startswith(f"nobody cannot write {database}") for m in failures), failures
+    assert any(m == f"{database} is world-readable: every mail and attachment is" for m in failures)
+    assert any(m.startswith("nobody cannot read") for m in failures) == (
+        not os.stat(config).st_mode & 0o004
+    )
+    unknown = _findings(config, "--user", "no-such-account-here", "--aliases", "/x")
+    assert unknown[0]["check"] == "user" and unknown[0]["level"] == "fail"
+    assert "adduser --system" in unknown[0]["fix"]
+
+
+def test_the_scheduler_records_its_runs(config: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import pipe_command
+
+    process = subprocess.Popen(
+        [*pipe_command(), "--config", str(config), "scheduler"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len(db_execute(config, "SELECT job FROM job_run")) == 3:
+                break
+            time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    jobs = {row[0]: row[1] for row in db_execute(config, "SELECT job, result FROM job_run")}
+    assert set(jobs) == {"outbox", "autoclose", "cleanup"}
+    assert jobs["autoclose"] == "0 closed"
+    findings = cli_json(config, "doctor", "--aliases", "/nonexistent")
+    assert _levels(findings, "scheduler") == {"ok"}
