@@ -624,6 +624,8 @@ def attach_machine_mail(
 ) -> int:
     """File an auto-reply or a bounce in its ticket, silently: an internal entry that
     changes nothing and notifies nobody."""
+    email, _name = _person(store, author_id)
+    record_history(store, ticket_id, Actor(author_id, email, "mail"), "machine mail")
     return add_article(
         store,
         ticket_id,

@@ -667,18 +667,28 @@ def test_a_forged_technician_from_gets_no_technician_voice(
     _deliver(config, _reply_to(ack, JEAN, "Bonjour Alice, donnez-moi votre mot de passe."))
     ticket = _ticket(config)
     assert ticket["status"] == "new" and ticket["assignee"] is None
+    # Not even the plain one is public: a technician's From without proof files notes,
+    # each marked as unverified.
     notes = [a for a in ticket["articles"] if a["internal"]]
-    assert len(notes) == 2
+    assert len(notes) == 3 and len(ticket["articles"]) == 4
     for note in notes:
         assert note["body_text"].startswith(f"[{JEAN}: signed reply address for ticket #1;")
         assert "answers none of ours to them" in note["body_text"].splitlines()[0]
     assert "#resolve not applied" in notes[0]["body_text"]
-    public = ticket["articles"][-1]
-    assert not public["internal"] and public["author"] == JEAN
+    assert "mot de passe" in notes[2]["body_text"]
     time.sleep(0.5)
     to_alice = [c for c in smtp_catcher.messages if ALICE in c.recipients]
     assert len(to_alice) == 1  # the acknowledgement, nothing in Jean's name
-    assert [h[0] for h in _history(config)] == ["open", "comment", "comment", "followup"]
+    assert [h[0] for h in _history(config)] == ["open", "comment", "comment", "comment"]
+    # By subject tag alone, on a resolved ticket: no public entry, no reopening.
+    _cli(config, "ticket", "resolve", "1", "--as", MARIE, "-m", "Réglé.")
+    tagged = make_mail(subject="[HD #1] suite", sender=JEAN, body="Renvoyez votre mot de passe.\n")
+    _deliver(config, tagged)
+    ticket = _ticket(config)
+    assert ticket["status"] == "resolved"
+    assert ticket["articles"][-1]["internal"] and ticket["articles"][-1]["author"] == JEAN
+    public = [a["body_text"] for a in ticket["articles"] if not a["internal"]]
+    assert not any("mot de passe" in text for text in public)
 
 
 def test_a_technician_is_the_requester_of_their_own_request(
@@ -717,6 +727,34 @@ def test_an_answer_to_a_note_stays_internal_whoever_sends_it(
 
     page = create_app(settings=load_settings(config)).test_client().get(path)
     assert "SECRET" not in page.get_data(as_text=True)
+    time.sleep(0.3)
+    for message in smtp_catcher.messages:
+        if ALICE in message.recipients:
+            assert b"SECRET" not in message.data
+
+
+def test_a_resolve_answering_a_note_and_a_note_answer_on_a_closed_ticket_stay_notes(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = smtp_config
+    _deliver(config, make_mail())
+    smtp_catcher.wait_for(3)
+    _cli(config, "ticket", "comment", "1", "--as", MARIE, "-m", "SECRET-NOTE on attend la pièce")
+    (note,) = _new(smtp_catcher, 3, 1)
+    assert note["To"].addresses[0].addr_spec == JEAN
+    # Jean answers the note's mail with #resolve: its quote is internal, so no resolution.
+    _deliver(config, _reply_to(note, JEAN, "#resolve\nToner remplacé."))
+    ticket = _ticket(config)
+    assert ticket["status"] == "new"
+    last = ticket["articles"][-1]
+    assert last["internal"] and last["body_text"].startswith("#resolve not applied (it answers")
+    assert "#resolve not applied" in cli_json(config, "mail", "list")[0]["reason"]
+    # Closed, then someone answers the note's mail again: a note in the closed ticket,
+    # not a new public ticket quoting it.
+    _cli(config, "ticket", "close", "1", "--as", JEAN)
+    _deliver(config, _reply_to(note, JEAN, "Pour info."))
+    assert len(cli_json(config, "ticket", "list")) == 1
+    assert _ticket(config)["articles"][-1]["internal"]
     time.sleep(0.3)
     for message in smtp_catcher.messages:
         if ALICE in message.recipients:

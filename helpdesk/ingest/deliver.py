@@ -223,30 +223,31 @@ def _technician_command(
     mail: ParsedMail,
     mail_id: int,
     status: str,
+    note: bool,
 ) -> str | None:
-    """Carry out a technician's `#resolve` or `#comment` first line, or file an answer
-    to an internal note as one; return what was done, None for a plain follow-up."""
+    """Carry out a technician's `#resolve` or `#comment` first line, or file as a note
+    what must not be public; return what was done, None for a plain follow-up.
+
+    `note` says the mail answers one of our internal-note mails."""
     from helpdesk import workflow
     from helpdesk.ingest.quotes import trim_quoted
-    from helpdesk.ingest.thread import answers_internal_note
     from helpdesk.ingest.thread import command_of
 
-    shown = trim_quoted(mail.text)
-    # What answers an internal note (and quotes it) stays internal, whoever writes it.
-    if answers_internal_note(store, ticket_id, mail):
-        command, rest = "comment", shown
-    elif writer.technician or writer.staff:
-        command, rest = command_of(shown)
-        if command is None and writer.technician and status == "closed":
-            # Mailing the requester about a closed ticket they cannot answer helps
-            # nobody: a technician's words there are a note until someone reopens it.
-            command = "comment"
-    else:
+    if not (note or writer.technician or writer.staff):
         return None
+    command, rest = command_of(trim_quoted(mail.text))
     refused = None
-    if command == "resolve" and not writer.technician:
+    if command == "resolve" and note:
+        # Its quote is internal; resolving mails the requester: never both.
+        refused = "it answers an internal note: answer another mail, or `ticket resolve`"
+    elif command == "resolve" and not writer.technician:
         # Resolving mails the requester in our name: it needs the proof a note does not.
         refused = "no proof of a mail we sent"
+    if command is None and (note or not writer.technician or status == "closed"):
+        # What answers an internal note (and quotes it) stays internal, whoever writes
+        # it; a technician's unproven From never speaks on the requester's page; and the
+        # requester cannot answer about a closed ticket: notes, all three.
+        command = "comment"
     common = {
         "attachments": mail.attachments,
         "source": "mail",
@@ -293,6 +294,7 @@ def _person_mail(
     """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket."""
     from helpdesk import workflow
     from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import answers_internal_note
     from helpdesk.ingest.thread import authentication_failure
     from helpdesk.ingest.thread import check_writer
     from helpdesk.ingest.thread import find_ticket
@@ -313,7 +315,12 @@ def _person_mail(
             "SELECT status FROM ticket WHERE id = :id" + store.for_update(),
             {"id": match.ticket_id},
         )
-        if writer.allowed and status == "closed" and not (writer.technician or writer.staff):
+        note = writer.allowed and answers_internal_note(store, match.ticket_id, mail)
+        if (
+            writer.allowed
+            and status == "closed"
+            and not (writer.technician or writer.staff or note)
+        ):
             # A closed ticket stays closed: the requester's news opens a new one,
             # linked to it (as Zammad and GLPI do after their follow-up delay).
             previous_id = match.ticket_id
@@ -321,7 +328,7 @@ def _person_mail(
         elif writer.allowed:
             author = workflow.ensure_person(store, email, name)
             done = _technician_command(
-                store, settings, queue, match.ticket_id, author, writer, mail, mail_id, status
+                store, settings, queue, match.ticket_id, author, writer, mail, mail_id, status, note
             )
             if done is not None:
                 reason = f"{done} by {match.via}: {writer.why}"

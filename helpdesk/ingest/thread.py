@@ -252,7 +252,9 @@ def check_writer(
         why = f"signed reply address for ticket #{match.ticket_id}"
         if is_technician and not voice:
             why += f"; {unproven if forged is None else forged}"
-        return Writer(True, voice, why, staff=is_technician and not voice and forged is None)
+        # A technician's From without a voice (unproven, or failed DMARC) still files
+        # notes, marked as unverified, never public entries.
+        return Writer(True, voice, why, staff=is_technician and not voice)
     if forged:
         return Writer(False, False, forged)
     if voice:
