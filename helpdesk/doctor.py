@@ -60,6 +60,26 @@ def _may(user: pwd.struct_passwd, path: Path, mode: int) -> bool:
     return bool(info.st_mode & mode)
 
 
+def _can_run(user: pwd.struct_passwd, program: Path) -> str | None:
+    """Say why a user could not run a program (or its #! interpreter), None if they can."""
+    targets = [program]
+    try:
+        with open(program, "rb") as fh:
+            first = fh.readline(512)
+        if first.startswith(b"#!"):
+            targets.append(Path(first[2:].decode("utf-8", "replace").split()[0]))
+    except OSError as exc:
+        return f"{program}: {exc.strerror}"
+    for target in targets:
+        real = target.resolve()  # a venv's python is a link to the real interpreter
+        for directory in reversed(real.parents):
+            if not _may(user, directory, 1):
+                return f"{user.pw_name} cannot enter {directory} (on the way to {real})"
+        if not _may(user, real, 1):
+            return f"{user.pw_name} cannot execute {real}"
+    return None
+
+
 def _config(settings: Settings, user: pwd.struct_passwd | None) -> list[Finding]:
     path = settings.path
     if path is None:
@@ -142,7 +162,9 @@ def _database(settings: Settings, user: pwd.struct_passwd | None) -> list[Findin
 _PIPE = re.compile(r'^\s*([^#:\s]+)\s*:\s*"?\|(.*?)"?\s*$')
 
 
-def _aliases(settings: Settings, files: tuple[str, ...]) -> list[Finding]:
+def _aliases(
+    settings: Settings, files: tuple[str, ...], user: pwd.struct_passwd | None
+) -> list[Finding]:
     """Find our alias lines; check their command, config and queue."""
     found = []
     served: set[str] = set()
@@ -173,6 +195,8 @@ def _aliases(settings: Settings, files: tuple[str, ...]) -> list[Finding]:
                 problems.append(f"{words[0]} is not an absolute path (the MTA's PATH is short)")
             elif not os.access(command, os.X_OK):
                 problems.append(f"{command} is not an executable file")
+            elif user is not None and (why := _can_run(user, command)):
+                problems.append(f"{why}: install in a venv of Debian's python3 (/opt/helpdesk)")
             if "--config" in words[:-1]:
                 config = words[words.index("--config") + 1]
                 if settings.path and Path(config).resolve() != settings.path.resolve():
@@ -320,7 +344,7 @@ def run_checks(
         )
     found += _config(settings, account)
     found += _database(settings, account)
-    found += _aliases(settings, alias_files)
+    found += _aliases(settings, alias_files, account)
     found += _outgoing(settings)
     found += _scheduler(settings)
     return found

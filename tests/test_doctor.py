@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import cli_json
 from conftest import db_execute
 from conftest import run_cli
 from conftest import write_config
@@ -110,6 +109,19 @@ def test_sqlite_files_the_pipe_user_cannot_write_or_anyone_can_read(tmp_path: Pa
     assert any(m.startswith("nobody cannot read") for m in failures) == (
         not os.stat(config).st_mode & 0o004
     )
+    # A command nobody but root may run (an interpreter under /root, say) is named.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    program = private / "helpdesk-pipe"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    aliases = tmp_path / "aliases"
+    aliases.write_text(f'dsi.support: "|{program} --config {config} deliver --queue dsi"\n')
+    findings = _findings(config, "--user", "nobody", "--aliases", str(aliases))
+    messages = [f["message"] for f in findings if f["check"] == "aliases"]
+    # (the first directory on the way that nobody may enter: here pytest's own, or ours)
+    assert any("nobody cannot enter" in m and f"on the way to {program}" in m for m in messages)
     unknown = _findings(config, "--user", "no-such-account-here", "--aliases", "/x")
     assert unknown[0]["check"] == "user" and unknown[0]["level"] == "fail"
     assert "adduser --system" in unknown[0]["fix"]
@@ -139,5 +151,5 @@ def test_the_scheduler_records_its_runs(config: Path) -> None:
     jobs = {row[0]: row[1] for row in db_execute(config, "SELECT job, result FROM job_run")}
     assert set(jobs) == {"outbox", "autoclose", "cleanup"}
     assert jobs["autoclose"] == "0 closed"
-    findings = cli_json(config, "doctor", "--aliases", "/nonexistent")
+    findings = _findings(config, "--aliases", "/nonexistent", "--user", "root")
     assert _levels(findings, "scheduler") == {"ok"}
