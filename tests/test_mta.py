@@ -1,0 +1,581 @@
+"""Through a real Postfix and a real Exim: aliases, deferral and retry, bounces, the helpdesk user.
+
+Each MTA is installed from Debian's packages (.ci/mta.sh), configured for loopback with the
+snippets of etc/postfix/ and etc/exim4/, and started by hand; the pipe is wired to the
+`helpdesk-pipe aliases` lines and runs as the `helpdesk` user. Mail goes in over SMTP to
+127.0.0.1:25, and everything the helpdesk sends leaves through the MTA's sendmail and is
+relayed to the test's SMTP server (the catcher). Recipes and pitfalls:
+../shared/research/mta.md.
+
+Needs root and apt: skipped otherwise, or with HELPDESK_TEST_NO_MTA=1. The MTAs conflict as
+Debian packages, so all Postfix tests run first, then Exim replaces it; each is stopped after
+its tests (the package stays installed).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import smtplib
+import socket
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT
+from conftest import cli_json
+from conftest import write_config
+from smtp_catcher import Caught
+from smtp_catcher import SmtpCatcher
+
+_WHY_SKIP = (
+    "HELPDESK_TEST_NO_MTA=1 is set"
+    if os.environ.get("HELPDESK_TEST_NO_MTA") == "1"
+    else "the MTA tests install Postfix and Exim with apt: they need root"
+    if os.geteuid() != 0
+    else ""
+)
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_WHY_SKIP), reason=_WHY_SKIP)]
+
+USER = "helpdesk"
+BASE = Path("/var/tmp/helpdesk-mta-test")  # /tmp/pytest-of-root is 0700: helpdesk cannot enter
+VENV = BASE / "venv"
+ETC = BASE / "etc"  # the alias map (Postfix wants its directory writable by its owner)
+VAR = BASE / "var"  # helpdesk's own: config, database, log
+DB = VAR / "helpdesk.db"
+DOMAIN = "univ.example"
+ALIASES = {"dsi": "dsi.support", "immobilier": "immobilier.travaux", "scd": "scd.informatique"}
+MAX_SIZE = 64 * 1024
+EXIM_FILES = {  # what the Exim fixture puts in /etc/exim4/conf.d and removes afterwards
+    "main": "000_localmacros",
+    "router": "350_helpdesk_aliases",
+    "transport": "30_helpdesk_pipe",
+}
+EXIM_TEST_FILES = {  # test only: fast retries, remote mail to the catcher
+    "retry": "20_helpdesk-test",
+    "router": "190_helpdesk-test_catcher",
+    "transport": "30_helpdesk-test_catcher",
+}
+LINK = re.compile(r"https://helpdesk\.univ\.example(/t/[A-Za-z0-9_-]{43})")
+
+
+def run(*args: str | Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure show everything it printed."""
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} exited {result.returncode}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        )
+    return result
+
+
+def as_helpdesk(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command as the helpdesk user, as the MTA, the viewer and the scheduler do."""
+    return run("runuser", "-u", USER, "--", *args, **kwargs)
+
+
+def port_open(port: int = 25) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.3) -> Any:
+    """Poll check() until it returns something true; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+# -- fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helpdesk_user() -> pwd.struct_passwd:
+    """The `helpdesk` system user and group, as the README creates them."""
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        pass
+    run(
+        "useradd",
+        "--system",
+        "--user-group",
+        "--home-dir",
+        "/var/lib/helpdesk",
+        "--no-create-home",
+        "--shell",
+        "/usr/sbin/nologin",
+        USER,
+    )
+    return pwd.getpwnam(USER)
+
+
+@pytest.fixture(scope="module")
+def venv(helpdesk_user: pwd.struct_passwd) -> Iterator[Path]:
+    """An installation helpdesk can run, like /opt/helpdesk: Debian's python3 and this checkout.
+
+    The development venv's interpreter may live under /root (pyenv), which helpdesk cannot
+    enter; this venv uses /usr/bin/python3 and sees the checkout's site-packages. The
+    directories above the checkout get others' search (x) bit for the module's duration when
+    they lack it (a clone under /root, say), and get their mode back afterwards.
+    """
+    import sysconfig
+
+    opened: list[tuple[Path, int]] = []
+    for place in (ROOT, Path(sysconfig.get_paths()["purelib"])):
+        for directory in [*reversed(place.resolve().parents), place.resolve()]:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if not mode & stat.S_IXOTH and all(d != directory for d, _m in opened):
+                opened.append((directory, mode))
+                directory.chmod(mode | stat.S_IXOTH)
+    try:
+        yield _make_venv()
+    finally:
+        for directory, mode in reversed(opened):
+            directory.chmod(mode)
+
+
+def _make_venv() -> Path:
+    if not Path("/usr/bin/python3").exists():
+        pytest.fail("Debian's python3 is missing: apt-get install python3-venv")
+    shutil.rmtree(VENV, ignore_errors=True)
+    BASE.mkdir(mode=0o755, exist_ok=True)
+    BASE.chmod(0o755)
+    run("/usr/bin/python3", "-m", "venv", "--without-pip", VENV)
+    import sysconfig
+
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    [site_dir] = (VENV / "lib").glob("python3*/site-packages")
+    (site_dir / "helpdesk-checkout.pth").write_text(
+        f"import site; site.addsitedir({str(purelib)!r})\n"
+    )
+    script = VENV / "bin" / "helpdesk-pipe"
+    script.write_text(
+        f"#!{VENV / 'bin' / 'python'}\n"
+        "import sys\nfrom helpdesk.entry import main\nsys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return VENV
+
+
+@pytest.fixture(scope="module")
+def catcher() -> Iterator[SmtpCatcher]:
+    """The test's SMTP server: the MTA relays every remote message here."""
+    with SmtpCatcher() as catcher:
+        yield catcher
+
+
+@dataclass
+class Mta:
+    """One running MTA with the helpdesk wired in."""
+
+    name: str
+    config: Path
+    catcher: SmtpCatcher
+    aliases: str  # what `helpdesk-pipe aliases` printed
+
+    def queue(self) -> list[dict[str, Any]]:
+        """The messages waiting in the MTA's queue: id and, when known, why they wait."""
+        if self.name == "postfix":
+            out = run("postqueue", "-j").stdout
+            return [
+                {
+                    "id": m["queue_id"],
+                    "reasons": [r.get("delay_reason", "") for r in m["recipients"]],
+                }
+                for m in map(json.loads, out.splitlines())
+            ]
+        out = run("exim4", "-bp").stdout
+        ids = re.findall(r"^\s*\S+\s+\S+\s+(\S{6}-\S{6,}-\S{2,})\s", out, re.M)
+        log = Path("/var/log/exim4/mainlog").read_text(errors="replace")
+        return [
+            {"id": i, "reasons": [line for line in log.splitlines() if f" {i} " in line]}
+            for i in ids
+        ]
+
+    def flush(self) -> None:
+        """Retry every deferred message now."""
+        if self.name == "postfix":
+            run("postqueue", "-f")
+        else:
+            run("exim4", "-qf")
+
+
+def _stop_mta() -> None:
+    run("bash", ROOT / ".ci" / "mta.sh", "stop")
+    wait_until("port 25 to close", lambda: not port_open(), timeout=15)
+
+
+def _write_site_files(config: Path, venv: Path) -> str:
+    """Init the database and print the alias lines, both as helpdesk; write the alias map."""
+    helpdesk = str(venv / "bin" / "helpdesk-pipe")
+    as_helpdesk(helpdesk, "--config", config, "init")
+    lines = as_helpdesk(helpdesk, "--config", config, "aliases").stdout
+    for queue, local in ALIASES.items():
+        assert re.search(
+            rf'^{re.escape(local)}:\s+"\|{re.escape(helpdesk)} --config {re.escape(str(config))}'
+            rf' deliver --queue {queue}"$',
+            lines,
+            re.M,
+        ), lines
+    aliases = ETC / "aliases"
+    aliases.write_text(lines)
+    for path in (ETC, aliases):
+        os.chown(path, pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid)
+    aliases.chmod(0o644)
+    return lines
+
+
+def _postfix(catcher: SmtpCatcher) -> None:
+    """Configure Postfix with etc/postfix/main.cf.helpdesk and start it."""
+    snippet = (ROOT / "etc" / "postfix" / "main.cf.helpdesk").read_text()
+    settings = [
+        line.replace("/etc/helpdesk/postfix/aliases", str(ETC / "aliases"))
+        for line in snippet.splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # One postconf call: each later Postfix command waits until main.cf is 2 s old (P5).
+    run(
+        "postconf",
+        "-e",
+        "inet_interfaces = loopback-only",
+        "maillog_file = /var/log/postfix.log",
+        "minimal_backoff_time = 1s",
+        "maximal_backoff_time = 2s",
+        "queue_run_delay = 1s",
+        f"relayhost = [127.0.0.1]:{catcher.port}",
+        *settings,
+    )
+    run("postconf", "-X", "default_transport", "relay_transport")  # "Local only" set them
+    if not Path("/etc/aliases").exists():
+        Path("/etc/aliases").write_text("postmaster: root\n")
+    run("newaliases")
+    # The map's owner runs its pipes: compile it as helpdesk (P7).
+    as_helpdesk("postalias", ETC / "aliases")
+    assert (ETC / "aliases.db").stat().st_uid == pwd.getpwnam(USER).pw_uid
+    run("postsuper", "-d", "ALL", check=False)  # nothing left from an earlier run
+    run("postfix", "check")
+    run("postfix", "start")
+
+
+def _exim(catcher: SmtpCatcher) -> None:
+    """Configure Exim with the router and transport of etc/exim4/ and start it."""
+    conf = Path("/etc/exim4/conf.d")
+    for part, name in EXIM_FILES.items():
+        text = (ROOT / "etc" / "exim4" / "conf.d" / part / name).read_text()
+        (conf / part / name).write_text(text.replace("/etc/helpdesk/aliases", str(ETC / "aliases")))
+    tests = {
+        "retry": "*  *  F,10m,1s\n",
+        "router": (
+            "helpdesk_test_catcher:\n"
+            "  driver = manualroute\n"
+            "  domains = ! +local_domains\n"
+            "  route_list = * 127.0.0.1 byname\n"
+            "  transport = helpdesk_test_catcher_smtp\n"
+            "  self = send\n"
+            "  no_more\n"
+        ),
+        "transport": (
+            "helpdesk_test_catcher_smtp:\n"
+            "  driver = smtp\n"
+            f"  port = {catcher.port}\n"
+            "  allow_localhost\n"
+            "  hosts_avoid_tls = *\n"
+        ),
+    }
+    for part, name in EXIM_TEST_FILES.items():
+        (conf / part / name).write_text(tests[part])
+    main = Path("/etc/exim4/update-exim4.conf.conf")
+    text = re.sub(
+        r"^dc_other_hostnames=.*$",
+        f"dc_other_hostnames='localhost;{DOMAIN}'",
+        main.read_text(),
+        flags=re.M,
+    )
+    main.write_text(text)
+    run("update-exim4.conf")
+    for message_id in run("exim4", "-bpr").stdout.split():
+        if re.fullmatch(r"\S{6}-\S{6,}-\S{2,}", message_id):
+            run("exim4", "-Mrm", message_id, check=False)
+    mainlog = Path("/var/log/exim4/mainlog")
+    if mainlog.exists():
+        os.truncate(mainlog, 0)  # keeps its owner (Debian-exim) and mode
+    route = run("exim4", "-bt", f"dsi.support+1-0123456789abcdef@{DOMAIN}").stdout
+    assert "transport = helpdesk_pipe" in route, route
+    run("exim4", "-bd", "-q1s")
+
+
+def _unexim() -> None:
+    conf = Path("/etc/exim4/conf.d")
+    for files in (EXIM_FILES, EXIM_TEST_FILES):
+        for part, name in files.items():
+            (conf / part / name).unlink(missing_ok=True)
+    run("update-exim4.conf", check=False)
+
+
+@pytest.fixture(scope="module", params=["postfix", "exim"])
+def mta(
+    request: pytest.FixtureRequest,
+    venv: Path,
+    catcher: SmtpCatcher,
+    helpdesk_user: pwd.struct_passwd,
+) -> Iterator[Mta]:
+    """A real MTA on 127.0.0.1:25 delivering our queues to the pipe, run as helpdesk."""
+    name = request.param
+    if shutil.which("apt-get") is None:
+        pytest.fail("the MTA tests install Debian packages: apt-get is missing")
+    _stop_mta()
+    run("bash", ROOT / ".ci" / "mta.sh", name)
+    for path in (ETC, VAR):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(mode=0o755)
+    VAR.chmod(0o750)
+    os.chown(VAR, helpdesk_user.pw_uid, helpdesk_user.pw_gid)
+    config = write_config(
+        VAR,
+        f"sqlite:///{DB}",
+        outgoing='transport = "sendmail"\ntimeout = 30\n',
+        mail=f"max_size = {MAX_SIZE}\n",
+    )
+    # The technicians are remote, like the requesters: their mail goes to the catcher too.
+    text = config.read_text()
+    config.write_text(
+        re.sub(
+            r"^technicians = .*$",
+            lambda m: m.group(0).replace(f"@{DOMAIN}", "@staff.example.net"),
+            text,
+            flags=re.M,
+        )
+    )
+    config.chmod(0o640)
+    os.chown(config, 0, helpdesk_user.pw_gid)
+    aliases = _write_site_files(config, venv)
+    catcher.clear()
+    try:
+        if name == "postfix":
+            _postfix(catcher)
+        else:
+            _exim(catcher)
+        wait_until(f"{name} to listen on 127.0.0.1:25", port_open, timeout=20, every=0.1)
+        yield Mta(name, config, catcher, aliases)
+    finally:
+        _stop_mta()
+        if name == "exim":
+            _unexim()
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def make(
+    sender: str, to: str, subject: str, body: str = "Bonjour,\nrien ne marche.\n", extra: str = ""
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@example.org>"
+    for line in extra.splitlines():
+        name, _, value = line.partition(": ")
+        msg[name] = value
+    msg.set_content(body)
+    return msg
+
+
+def send(messages: list[EmailMessage], per_connection: int = 10) -> None:
+    """Hand the messages to the MTA over SMTP on 127.0.0.1:25, a few per connection."""
+    for start in range(0, len(messages), per_connection):
+        with smtplib.SMTP("127.0.0.1", 25, timeout=30) as smtp:
+            for msg in messages[start : start + per_connection]:
+                refused = smtp.send_message(msg)
+                assert not refused, refused
+
+
+def tickets(mta: Mta) -> list[dict[str, Any]]:
+    return cli_json(mta.config, "ticket", "list")
+
+
+def caught_for(catcher: SmtpCatcher, address: str) -> list[Caught]:
+    return [c for c in list(catcher.messages) if address in c.recipients]
+
+
+def ack_for(mta: Mta, requester: str, timeout: float = 60) -> EmailMessage:
+    """Wait for the requester's acknowledgement, relayed by the MTA to the catcher."""
+    [caught] = wait_until(
+        f"the acknowledgement to {requester}",
+        lambda: caught_for(mta.catcher, requester),
+        timeout=timeout,
+    )
+    return caught.message()
+
+
+# -- the acceptance checks ------------------------------------------------------------
+
+
+def test_fifty_mails_to_three_aliases_give_fifty_tickets_and_acknowledgements(mta: Mta) -> None:
+    before = len(tickets(mta))
+    queues = list(ALIASES)
+    sent = []
+    for n in range(50):
+        queue = queues[n % 3]
+        requester = f"requester{n}.{mta.name}@example.org"
+        sent.append((queue, requester, f"{mta.name} panne {n}"))
+    send([make(r, f"{ALIASES[q]}@{DOMAIN}", s) for q, r, s in sent])
+
+    rows = wait_until(
+        "50 tickets", lambda: (t := tickets(mta)) and len(t) >= before + 50 and t, timeout=120
+    )
+    assert len(rows) == before + 50
+    by_subject = {r["subject"]: r for r in rows}
+    for queue, requester, subject in sent:
+        row = by_subject[subject]
+        assert (row["queue"], row["requester"]) == (queue, requester)
+    # Every acknowledgement left through the MTA's sendmail and was relayed to the catcher.
+    for queue, requester, subject in sent:
+        ack = ack_for(mta, requester)
+        [caught] = caught_for(mta.catcher, requester)
+        assert caught.envelope_from == f"{ALIASES[queue]}@{DOMAIN}"
+        assert subject in ack["Subject"] and ack["Subject"].startswith("[HD #")
+        received = " ".join(ack.get_all("Received", []))
+        assert ("Postfix" in received) if mta.name == "postfix" else ("Exim" in received)
+    assert wait_until("an empty MTA queue", lambda: not mta.queue(), timeout=30) is True
+
+
+def test_reply_to_the_signed_plus_address_lands_in_its_ticket(mta: Mta) -> None:
+    requester = f"replier.{mta.name}@example.org"
+    send([make(requester, f"dsi.support@{DOMAIN}", f"{mta.name} écran noir")])
+    ack = ack_for(mta, requester)
+    signed = ack["Reply-To"].addresses[0].addr_spec
+    assert re.fullmatch(rf"dsi\.support\+\d+-[0-9a-f]{{16}}@{DOMAIN}", signed), signed
+    ticket_id = int(signed.split("+")[1].split("-")[0])
+
+    # No References, another subject: only the plus-addressed envelope leads to the ticket.
+    send([make(requester, signed, "autre chose", body="Toujours noir.\n")])
+    mails = wait_until(
+        "the follow-up",
+        lambda: [
+            m
+            for m in cli_json(mta.config, "mail", "list")
+            if m["subject"] == "autre chose" and m["verdict"]
+        ],
+    )
+    [mail] = mails
+    assert (mail["verdict"], mail["ticket_id"]) == ("followup", ticket_id), mail
+    assert "signed reply address" in mail["reason"]
+    shown = cli_json(mta.config, "ticket", "show", str(ticket_id))
+    assert "Toujours noir." in json.dumps(shown, ensure_ascii=False)
+
+
+def test_database_down_defers_in_the_mta_then_a_flush_gives_exactly_ten(mta: Mta) -> None:
+    before = len(tickets(mta))
+    bounces_before = [c for c in mta.catcher.messages if c.envelope_from == ""]
+    batch = [
+        make(f"patient{n}.{mta.name}@example.org", f"scd.informatique@{DOMAIN}", f"attente {n}")
+        for n in range(10)
+    ]
+    DB.chmod(0o000)  # the pipe (helpdesk, not root) can no longer open it
+    try:
+        send(batch)
+
+        def all_deferred() -> list[dict[str, Any]] | None:
+            waiting = mta.queue()
+            explained = [m for m in waiting if any("helpdesk-pipe: " in r for r in m["reasons"])]
+            return waiting if len(waiting) == 10 and len(explained) == 10 else None
+
+        waiting = wait_until("10 messages deferred with the pipe's reason", all_deferred)
+        reasons = {r for m in waiting for r in m["reasons"] if "helpdesk-pipe: " in r}
+        print(f"{mta.name} deferral reasons:", *sorted(reasons)[:3], sep="\n  ")
+        assert all("will retry" in r for r in reasons), reasons
+    finally:
+        DB.chmod(0o660)
+    mta.flush()
+    wait_until("an empty MTA queue", lambda: not mta.queue(), timeout=60)
+    rows = wait_until("10 more tickets", lambda: len(t := tickets(mta)) >= before + 10 and t)
+    time.sleep(1.5)  # one more retry period: nothing else may arrive
+    rows = tickets(mta)
+    assert len(rows) == before + 10
+    subjects = sorted(r["subject"] for r in rows if r["subject"].startswith("attente "))
+    assert subjects == sorted(f"attente {n}" for n in range(10))
+    mails = [m for m in cli_json(mta.config, "mail", "list") if m["subject"].startswith("attente ")]
+    assert sorted(m["verdict"] for m in mails) == ["ticket"] * 10, mails
+    assert [c for c in mta.catcher.messages if c.envelope_from == ""] == bounces_before
+
+
+def test_a_mail_over_the_size_limit_bounces_with_the_pipes_reason(mta: Mta) -> None:
+    sender = f"bigfile.{mta.name}@example.org"
+    before = len(tickets(mta))
+    body = ("0123456789" * 7 + "\n") * (2 * MAX_SIZE // 71)
+    big = make(sender, f"dsi.support@{DOMAIN}", "trop gros", body=body)
+    send([big])
+    [bounce] = wait_until("the bounce", lambda: caught_for(mta.catcher, sender), timeout=60)
+    assert bounce.envelope_from == ""
+    text = " ".join(bounce.data.decode("utf-8", "replace").split())
+    reason = f"helpdesk-pipe: message is over this helpdesk's size limit of {MAX_SIZE} bytes"
+    assert reason in text, text[:3000]
+    assert len(tickets(mta)) == before
+    assert not mta.queue()
+
+
+def test_the_pipe_runs_as_helpdesk_and_the_viewer_reads_what_it_wrote(mta: Mta) -> None:
+    requester = f"viewer.{mta.name}@example.org"
+    subject = f"Vidéoprojecteur {mta.name}"
+    send([make(requester, f"immobilier.travaux@{DOMAIN}", subject)])
+    ack = ack_for(mta, requester)
+    [path] = LINK.findall(ack.get_content())
+
+    uid, gid = pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid
+    for file in (DB, VAR / "helpdesk.log"):
+        info = file.stat()
+        assert (info.st_uid, info.st_gid) == (uid, gid), file
+        assert info.st_mode & stat.S_IRWXO == 0, f"{file} is {oct(info.st_mode)}"
+    [mail] = [m for m in cli_json(mta.config, "mail", "list") if m["sender"] == requester]
+    assert mail["verdict"] == "ticket"
+
+    code = (
+        "import sys\n"
+        "from webview import create_app\n"
+        "response = create_app().test_client().get(sys.argv[1])\n"
+        "print(response.status_code)\n"
+        "sys.stdout.write(response.get_data(as_text=True))\n"
+    )
+    env = {"HELPDESK_CONFIG": str(mta.config), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    result = run(
+        "runuser",
+        "-u",
+        USER,
+        "--",
+        "env",
+        *(f"{k}={v}" for k, v in env.items()),
+        VENV / "bin" / "python",
+        "-c",
+        code,
+        path,
+        cwd="/",
+    )
+    status, _, page = result.stdout.partition("\n")
+    assert status == "200", result.stdout[:2000] + result.stderr
+    assert subject in page
