@@ -112,6 +112,17 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, every: 
 # -- fixtures -------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _plain_umask() -> Iterator[None]:
+    """What the set-up creates (the venv, the configs) must be readable by helpdesk and the
+    MTA, whatever umask earlier in-process commands left (`init` sets 0007)."""
+    before = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
 @pytest.fixture(scope="module")
 def helpdesk_user() -> pwd.struct_passwd:
     """The `helpdesk` system user and group, as the README creates them."""
