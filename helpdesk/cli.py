@@ -689,7 +689,7 @@ def tech_add(obj: Context, email: str, name: str, groups: tuple[str, ...]) -> No
             added = [g for g in groups if people.add_member(store, person, g)]
     except StoreError as exc:
         raise click.ClickException(f"database: {exc}") from None
-    known = set(people_groups(obj))
+    known = set(_routed_groups(obj))
     for group in groups:
         if group not in known:
             click.echo(f"note: no queue routes to group {group} yet", err=True)
@@ -698,7 +698,7 @@ def tech_add(obj: Context, email: str, name: str, groups: tuple[str, ...]) -> No
     )
 
 
-def people_groups(obj: Context) -> list[str]:
+def _routed_groups(obj: Context) -> list[str]:
     """The groups the queues (and their routing rules) send tickets to."""
     groups = []
     for queue in obj.settings.queues.values():

@@ -41,7 +41,6 @@ __all__ = [
     "add_participant",
     "record_message_id",
     "take",
-    "assign",
     "comment",
     "resolve",
     "close",
@@ -480,9 +479,6 @@ def take(
     record_history(store, ticket_id, actor, action, old, new, f"to {email}")
     notices.taken(store, settings, queue, ticket_id, technician_id, by=actor.person_id)
     return True
-
-
-assign = take
 
 
 def resolve(
