@@ -932,6 +932,23 @@ def scheduler(obj: Context) -> None:
     run(obj.settings)
 
 
+@cli.command()
+@click.option("--socket", "socket_path", help="Unix socket (default: [ingestd] socket).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), help="Worker processes (default: 2 per CPU)."
+)
+@pass_ctx
+def ingestd(obj: Context, socket_path: str | None, workers: int | None) -> None:
+    """Keep the deliver code warm behind a unix socket: `deliver` hands it each mail."""
+    from helpdesk.ingestd import IngestdError
+    from helpdesk.ingestd import serve
+
+    try:
+        sys.exit(serve(obj.settings, socket_path, workers))
+    except IngestdError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # -- mails ----------------------------------------------------------------
 
 

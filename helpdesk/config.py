@@ -14,9 +14,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from helpdesk.files import sqlite_path
+from helpdesk.paths import DEFAULT_CONFIG_PATH
+from helpdesk.paths import DEFAULT_INGESTD_SOCKET
 
 __all__ = [
     "ConfigError",
+    "Ingestd",
     "Limits",
     "Outgoing",
     "Queue",
@@ -27,7 +30,6 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
 ]
 
-DEFAULT_CONFIG_PATH = "/etc/helpdesk/helpdesk.toml"
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _MAKE_KEY = (
@@ -108,6 +110,25 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Ingestd:
+    """The warm delivery service, `helpdesk-pipe ingestd`: [ingestd] in the config."""
+
+    # helpdesk.ingest.client reads this one key without tomllib (see there).
+    socket: str = DEFAULT_INGESTD_SOCKET
+    workers: int = 0  # 0: two per CPU
+    # A worker whose resident memory passed this after a mail is replaced.
+    max_rss_mb: int = 300
+    # A client that stops sending for this long loses its worker (it falls back).
+    read_timeout: int = 60
+    # Workers are replaced after this many mails, whatever their memory.
+    max_requests: int = 5000
+
+    def worker_count(self) -> int:
+        """How many workers to fork: the setting, else two per CPU (they wait on fsync)."""
+        return self.workers or 2 * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
 class Limits:
     """Caps on automatic mail to one address: [limits] in the config."""
 
@@ -147,6 +168,7 @@ class Settings:
     failed_lookups_per_minute: int = 20
     autoclose_days: int = 15
     schedule: Schedule = field(default_factory=Schedule)
+    ingestd: Ingestd = field(default_factory=Ingestd)
     # [directory.ldap] as written: helpdesk.directory_ldap checks it when used.
     ldap: dict = field(default_factory=dict)
 
@@ -313,6 +335,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             _table(data, "tickets", config_path), "autoclose_days", 15, "tickets", config_path
         ),
         schedule=_schedule(_table(data, "scheduler", config_path), config_path),
+        ingestd=_ingestd(_table(data, "ingestd", config_path), config_path),
         ldap=_table(_table(data, "directory", config_path), "ldap", config_path),
     )
 
@@ -324,6 +347,20 @@ def _schedule(raw: dict, config_path: Path) -> Schedule:
         if values[key] < 1:
             raise ConfigError(f"{config_path}: [scheduler] {key} must be at least 1 second")
     return Schedule(**values)
+
+
+def _ingestd(raw: dict, config_path: Path) -> Ingestd:
+    socket = _string(raw, "socket", "ingestd", config_path) or DEFAULT_INGESTD_SOCKET
+    if not os.path.isabs(socket):
+        raise ConfigError(f"{config_path}: [ingestd] socket must be an absolute path")
+    values = {
+        key: _whole(raw, key, getattr(Ingestd, key), "ingestd", config_path)
+        for key in ("workers", "max_rss_mb", "read_timeout", "max_requests")
+    }
+    for key in ("read_timeout", "max_requests"):
+        if values[key] < 1:
+            raise ConfigError(f"{config_path}: [ingestd] {key} must be at least 1")
+    return Ingestd(socket=socket, **values)
 
 
 def _whole(table: dict, key: str, default: int, name: str, config_path: Path) -> int:

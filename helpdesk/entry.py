@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if _command(argv) == "deliver":
-        from helpdesk.ingest.deliver import main as deliver_main
+        # The MTA's command: a stdlib client of ingestd, delivering here without it.
+        from helpdesk.ingest.client import main as deliver_main
 
         return deliver_main(argv)
     from helpdesk.cli import cli

@@ -54,9 +54,10 @@ def _sqlite_time(value: datetime) -> str:
 class Store:
     """One database connection with explicit, short write transactions."""
 
-    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, busy_timeout: float = 30.0, name: str = "helpdesk") -> None:
         self.url = url
         self.busy_timeout = busy_timeout
+        self.name = name  # PostgreSQL's application_name: who holds which connection
         self.is_sqlite = url.startswith("sqlite")
         self._conn: Any = None
         self._errors: tuple[type[BaseException], ...] = ()
@@ -89,7 +90,10 @@ class Store:
             # Autocommit, as sqlite3 runs here: a lone read is one round trip, not
             # BEGIN, SELECT, ROLLBACK; writes say BEGIN themselves (transaction()).
             self._conn = psycopg.connect(
-                dsn, connect_timeout=max(1, int(self.busy_timeout)), autocommit=True
+                dsn,
+                connect_timeout=max(1, int(self.busy_timeout)),
+                autocommit=True,
+                application_name=self.name,
             )
             # Waiting on a row lock is bounded like SQLite's busy timeout: then exit 75.
             self._conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")

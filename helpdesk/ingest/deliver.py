@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from helpdesk.ingest.classify import OUR_ID_PREFIX
 from helpdesk.ingest.classify import OwnMarks
 from helpdesk.ingest.classify import Verdict
 from helpdesk.ingest.classify import classify
+from helpdesk.ingest.client import ENVELOPE_VARIABLES
+from helpdesk.ingest.client import read_message
 from helpdesk.ingest.parse import ParsedMail
 from helpdesk.ingest.parse import parse
 from helpdesk.store import IntegrityError
@@ -41,22 +44,21 @@ from helpdesk.store import utcnow
 if TYPE_CHECKING:
     from helpdesk.ingest.thread import Writer
 
-__all__ = ["EX_OK", "EX_DATAERR", "EX_TEMPFAIL", "Outcome", "deliver", "run", "main"]
+__all__ = [
+    "EX_OK",
+    "EX_DATAERR",
+    "EX_TEMPFAIL",
+    "Outcome",
+    "deliver",
+    "guarded",
+    "report",
+    "run",
+    "send_after_commit",
+    "too_big_outcome",
+]
 
 EX_OK, EX_DATAERR, EX_USAGE, EX_TEMPFAIL = 0, 65, 64, 75
 
-# What Postfix (local(8)) and Exim (pipe transport) tell a command about the envelope.
-ENVELOPE_VARIABLES = (
-    "SENDER",
-    "RECIPIENT",
-    "ORIGINAL_RECIPIENT",
-    "EXTENSION",
-    "LOCAL_PART",
-    "LOCAL_PART_SUFFIX",
-    "DOMAIN",
-    "CLIENT_ADDRESS",
-    "CLIENT_HELO",
-)
 NO_SUBJECT = {"fr": "(sans objet)", "en": "(no subject)"}
 
 log = logging.getLogger("helpdesk.deliver")
@@ -463,7 +465,7 @@ def _decide(
         return _person_mail(store, settings, queue, mail_id, mail, envelope)
 
 
-def _send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
+def send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
     """Send what the decision queued; any failure leaves it queued for `outbox flush`."""
     try:
         from helpdesk.notify.outbox import flush
@@ -477,44 +479,44 @@ def _send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
 
 
 def deliver(
-    raw: bytes, settings: Settings, queue_name: str | None, environ: dict[str, str]
+    raw: bytes,
+    settings: Settings,
+    queue_name: str | None,
+    environ: dict[str, str],
+    store: Store | None = None,
+    send: bool = True,
 ) -> Outcome:
-    """Record one message and decide what it becomes; raise StoreError or DeliveryRefused."""
+    """Record one message and decide what it becomes; raise StoreError or DeliveryRefused.
+
+    With `store` (ingestd's open connection) it is used and left open; with `send`
+    false the caller sends the queued mail itself (send_after_commit) when it likes."""
     if not raw or raw.isspace():  # isspace, unlike strip, copies nothing of a big mail
         return Outcome(EX_DATAERR, "empty message: nothing to deliver")
     if len(raw) > settings.max_size:
-        return Outcome(
-            EX_DATAERR,
-            f"message of {len(raw)} bytes is over this helpdesk's size limit of "
-            f"{settings.max_size} bytes",
-        )
+        return Outcome(EX_DATAERR, _too_big(settings))
     envelope = envelope_from(environ)
     queue = _pick_queue(settings, queue_name, envelope)
+    if store is None:
+        with Store(settings.database_url, settings.busy_timeout) as own:
+            return deliver(raw, settings, queue_name, environ, own, send)
     digest = hashlib.sha256(raw).hexdigest()
-    with Store(settings.database_url, settings.busy_timeout) as store:
-        mail_id = _record_raw(store, queue.name, raw, digest, envelope)
-        mail = parse(raw)
-        for attempt in (1, 2):
-            try:
-                outcome = _decide(store, settings, queue, mail_id, raw, mail, digest, envelope)
-                break
-            except IntegrityError:
-                # A concurrent delivery claimed the same Message-ID; the retry sees it.
-                if attempt == 2:
-                    raise
-        _send_after_commit(store, settings, mail_id)
+    mail_id = _record_raw(store, queue.name, raw, digest, envelope)
+    mail = parse(raw)
+    for attempt in (1, 2):
+        try:
+            outcome = _decide(store, settings, queue, mail_id, raw, mail, digest, envelope)
+            break
+        except IntegrityError:
+            # A concurrent delivery claimed the same Message-ID; the retry sees it.
+            if attempt == 2:
+                raise
+    if send:
+        send_after_commit(store, settings, mail_id)
     return outcome
 
 
-def _read_stdin(limit: int) -> tuple[bytes, bool]:
-    """Read the message, at most limit+1 bytes kept; drain the rest so the MTA sees no EPIPE."""
-    stream = sys.stdin.buffer
-    data = stream.read(limit + 1)
-    if len(data) <= limit:
-        return data, False
-    while stream.read(1 << 20):
-        pass
-    return data, True
+def _too_big(settings: Settings) -> str:
+    return f"message is over this helpdesk's size limit of {settings.max_size} bytes"
 
 
 def _setup_logging(settings: Settings | None) -> None:
@@ -535,25 +537,14 @@ def _setup_logging(settings: Settings | None) -> None:
         logger.setLevel(logging.INFO)
 
 
-def run(config: str | None, queue_name: str | None) -> int:
-    """Deliver stdin and return the exit code; print one line to stderr on failure."""
-    set_group_umask()
-    _setup_logging(None)
+def guarded(work: Callable[[], Outcome]) -> Outcome:
+    """Run a delivery and turn every failure into the Outcome the MTA must see."""
     try:
-        settings = load_settings(config)
-        _setup_logging(settings)
-        raw, too_big = _read_stdin(settings.max_size)
-        if too_big:
-            outcome = Outcome(
-                EX_DATAERR,
-                f"message is over this helpdesk's size limit of {settings.max_size} bytes",
-            )
-        else:
-            outcome = deliver(raw, settings, queue_name, dict(os.environ))
+        return work()
     except ConfigError as exc:
-        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: configuration: {exc}")
+        return Outcome(EX_TEMPFAIL, f"helpdesk-pipe: configuration: {exc}")
     except DeliveryRefused as exc:
-        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: {exc}")
+        return Outcome(EX_TEMPFAIL, f"helpdesk-pipe: {exc}")
     except StoreError as exc:
         text = str(exc)
         hint = (
@@ -561,60 +552,63 @@ def run(config: str | None, queue_name: str | None) -> int:
             if "no such table" in text or "does not exist" in text
             else ""
         )
-        outcome = Outcome(
+        return Outcome(
             EX_TEMPFAIL, f"helpdesk-pipe: database unavailable, will retry: {text}{hint}"
         )
     except MemoryError:
-        outcome = Outcome(EX_TEMPFAIL, "helpdesk-pipe: out of memory, will retry")
+        return Outcome(EX_TEMPFAIL, "helpdesk-pipe: out of memory, will retry")
     except OSError as exc:
-        outcome = Outcome(EX_TEMPFAIL, f"helpdesk-pipe: system error, will retry: {exc}")
+        return Outcome(EX_TEMPFAIL, f"helpdesk-pipe: system error, will retry: {exc}")
     except KeyboardInterrupt:
-        outcome = Outcome(EX_TEMPFAIL, "helpdesk-pipe: interrupted, will retry")
+        return Outcome(EX_TEMPFAIL, "helpdesk-pipe: interrupted, will retry")
     except Exception as exc:  # noqa: BLE001 - a bug must defer the mail, never bounce or lose it
         log.exception("delivery failed")
-        outcome = Outcome(
+        return Outcome(
             EX_TEMPFAIL, f"helpdesk-pipe: internal error, will retry: {type(exc).__name__}: {exc}"
         )
-    if outcome.code != EX_OK:
-        line = " ".join(outcome.message.split())
-        if outcome.code == EX_DATAERR and not line.startswith("helpdesk-pipe"):
-            line = f"helpdesk-pipe: {line}"
-        print(line, file=sys.stderr)
-        log.warning("exit %s: %s", outcome.code, line)
-    else:
+
+
+def too_big_outcome(settings: Settings) -> Outcome:
+    """What a message over the size limit gets (it was never fully read)."""
+    return Outcome(EX_DATAERR, _too_big(settings))
+
+
+def report(outcome: Outcome) -> str:
+    """Log the outcome; return the line for stderr ("" when all went well)."""
+    if outcome.code == EX_OK:
         log.info("mail #%s: %s", outcome.mail_id, outcome.message)
+        return ""
+    line = " ".join(outcome.message.split())
+    if outcome.code == EX_DATAERR and not line.startswith("helpdesk-pipe"):
+        line = f"helpdesk-pipe: {line}"
+    log.warning("exit %s: %s", outcome.code, line)
+    return line
+
+
+def run(
+    config: str | None,
+    queue_name: str | None,
+    message: tuple[bytes, bool] | None = None,
+    why_here: str | None = None,
+) -> int:
+    """Deliver stdin (or `message`, already read from it) in this process; return the
+    exit code and print one line to stderr on failure."""
+    set_group_umask()
+    _setup_logging(None)
+
+    def work() -> Outcome:
+        settings = load_settings(config)
+        _setup_logging(settings)
+        if why_here:
+            log.info("delivering in process: %s", why_here)
+        raw, too_big = message if message is not None else read_message(settings.max_size)
+        if too_big:
+            return too_big_outcome(settings)
+        return deliver(raw, settings, queue_name, dict(os.environ))
+
+    outcome = guarded(work)
+    line = report(outcome)
+    if line:
+        print(line, file=sys.stderr)
     return outcome.code
 
-
-def main(argv: list[str]) -> int:
-    """Parse `[--config F] deliver [--queue Q]` without click (it costs the pipe 100 ms)."""
-    config, queue_name = None, None
-    args = list(argv)
-    try:
-        while args:
-            arg = args.pop(0)
-            if arg in ("--config", "-c", "--queue", "-q"):
-                if not args:
-                    raise ValueError(f"{arg} needs a value")
-                value = args.pop(0)
-            elif arg.startswith(("--config=", "--queue=")):
-                arg, value = arg.split("=", 1)
-            elif arg == "deliver":
-                continue
-            elif arg in ("-h", "--help"):
-                if not sys.stdin.isatty():
-                    # An alias line with --help must not swallow the mail it was given.
-                    raise ValueError("--help given while a message waits on stdin")
-                print("usage: helpdesk-pipe [--config FILE] deliver [--queue NAME] < message")
-                return EX_OK
-            else:
-                raise ValueError(f"unexpected argument {arg!r}")
-            if arg in ("--config", "-c"):
-                config = value
-            else:
-                queue_name = value
-    except ValueError as exc:
-        # A wrong alias line must not bounce mail: defer until the sysadmin fixes it.
-        print(f"helpdesk-pipe: bad command line in the alias: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-    return run(config, queue_name)
