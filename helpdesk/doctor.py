@@ -2,7 +2,7 @@
 
 Checks what the MTA, the viewer and the scheduler need and would otherwise only
 reveal by deferring mail: the config, the database and who may write it, the alias
-lines, the outgoing mail, the links, the scheduler's last runs.
+lines, the outgoing mail, the links, the scheduler's last runs, the ingestd socket.
 """
 
 from __future__ import annotations
@@ -327,6 +327,74 @@ def _scheduler(settings: Settings) -> list[Finding]:
     return found
 
 
+def _ingestd(settings: Settings, user: pwd.struct_passwd | None) -> list[Finding]:
+    from helpdesk.ingest.client import PROTOCOL
+    from helpdesk.ingest.client import block
+    from helpdesk.ingest.client import config_socket
+
+    path = settings.ingestd.socket
+    found = []
+    seen = config_socket(str(settings.path)) if settings.path else path
+    if seen != path:
+        found.append(
+            Finding(
+                "warn",
+                "ingestd",
+                f"the pipe reads the socket as {seen}, not {path}: it will never use ingestd",
+                f'write `socket = "{path}"` on its own line under [ingestd]',
+            )
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(5)
+        probe.connect(path)
+        # Introduce ourselves as the pipe would (this config), then leave before the mail.
+        real = os.path.realpath(settings.path) if settings.path else ""
+        database_url = os.environ.get("HELPDESK_DATABASE_URL", "")
+        probe.sendall(
+            block([(b"config", os.fsencode(real)), (b"database_url", os.fsencode(database_url))])
+        )
+        greeting = probe.recv(512)
+    except OSError as exc:
+        return [
+            *found,
+            Finding(
+                "warn",
+                "ingestd",
+                f"nothing answers on {path} ({exc.strerror or exc}): every mail is delivered"
+                " in its own process, several times slower",
+                "systemctl enable --now helpdesk-ingestd",
+            ),
+        ]
+    finally:
+        probe.close()
+    if greeting.startswith(b"R "):
+        return [
+            *found,
+            Finding(
+                "fail",
+                "ingestd",
+                f"the ingestd on {path} serves another configuration: every mail is delivered"
+                " in its own process",
+                "give each config its own [ingestd] socket",
+            ),
+        ]
+    if not greeting.startswith(PROTOCOL + b" "):
+        return [*found, Finding("fail", "ingestd", f"{path} answers, but not as ingestd")]
+    if user is not None and not (_may(user, Path(path), 6) and _may(user, Path(path).parent, 1)):
+        found.append(
+            Finding(
+                "warn",
+                "ingestd",
+                f"{user.pw_name} cannot reach {path}: its mail is delivered in process",
+                "run ingestd as that user (etc/systemd/helpdesk-ingestd.service)",
+            )
+        )
+    else:
+        found.append(Finding("ok", "ingestd", f"ingestd answers on {path}"))
+    return found
+
+
 def run_checks(
     settings: Settings, user: str | None, alias_files: tuple[str, ...] = DEFAULT_ALIAS_FILES
 ) -> list[Finding]:
@@ -347,4 +415,5 @@ def run_checks(
     found += _aliases(settings, alias_files, account)
     found += _outgoing(settings)
     found += _scheduler(settings)
+    found += _ingestd(settings, account)
     return found
