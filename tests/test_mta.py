@@ -57,6 +57,7 @@ VENV = BASE / "venv"
 ETC = BASE / "etc"  # the alias map (Postfix wants its directory writable by its owner)
 VAR = BASE / "var"  # helpdesk's own: config, database, log
 DB = VAR / "helpdesk.db"
+SOCKET = VAR / "run" / "ingestd.sock"  # the config names it; ingestd runs in one test only
 DOMAIN = "univ.example"
 ALIASES = {"dsi": "dsi.support", "immobilier": "immobilier.travaux", "scd": "scd.informatique"}
 MAX_SIZE = 64 * 1024
@@ -370,6 +371,7 @@ def mta(
         f"sqlite:///{DB}",
         outgoing='transport = "sendmail"\ntimeout = 30\n',
         mail=f"max_size = {MAX_SIZE}\n",
+        extra=f'[ingestd]\nsocket = "{SOCKET}"\n\n',
     )
     # The technicians are remote, like the requesters: their mail goes to the catcher too.
     text = config.read_text()
@@ -590,3 +592,33 @@ def test_the_pipe_runs_as_helpdesk_and_the_viewer_reads_what_it_wrote(mta: Mta) 
     status, _, page = result.stdout.partition("\n")
     assert status == "200", result.stdout[:2000] + result.stderr
     assert subject in page
+
+
+def test_through_ingestd_run_as_helpdesk(mta: Mta) -> None:
+    """The alias line unchanged; the pipe, run by the MTA as helpdesk, hands each mail to
+    ingestd (run as helpdesk too) through its group-only socket."""
+    uid, gid = pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid
+    err = VAR / f"ingestd-{mta.name}.err"
+    with open(err, "wb") as stderr:
+        service = subprocess.Popen(
+            ["setpriv", "--reuid", USER, "--regid", USER, "--init-groups",
+             VENV / "bin" / "helpdesk-pipe", "--config", mta.config, "ingestd", "--workers", "2"],
+            stderr=stderr, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+        )  # fmt: skip
+        try:
+            wait_until("ingestd to listen", lambda: SOCKET.exists(), timeout=30, every=0.1)
+            info = SOCKET.stat()
+            assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (uid, gid, 0o660)
+            before = len(tickets(mta))
+            requesters = [f"warm{n}.{mta.name}@example.org" for n in range(20)]
+            send([make(r, f"dsi.support@{DOMAIN}", f"warm {r}") for r in requesters])
+            wait_until("20 tickets", lambda: len(tickets(mta)) >= before + 20, timeout=120)
+            for requester in requesters:
+                assert "[HD #" in ack_for(mta, requester)["Subject"]
+            handled = re.findall(r"INFO mail #\d+: ticket #\d+ opened", err.read_text())
+            assert len(handled) == 20, err.read_text()
+            assert len(tickets(mta)) == before + 20
+        finally:
+            service.terminate()
+            assert service.wait(60) == 0, err.read_text()
+    assert not SOCKET.exists()
