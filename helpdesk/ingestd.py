@@ -21,11 +21,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import signal
 import socket
 import stat
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -145,6 +147,9 @@ class _Worker:
         self.config_stat = loaded
         self.database_url = os.environ.get("HELPDESK_DATABASE_URL", "")
         self.store = None
+        # Mail ids whose queued notifications the sender thread sends (None: stop).
+        self.outgoing: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.sender: threading.Thread | None = None
         self.busy = False
         self.stopping = False
         self.served = 0
@@ -185,7 +190,44 @@ class _Worker:
         finally:
             if self.store is not None:
                 self.store.close()
+            if self.sender is not None:
+                # What it has not sent by then stays queued: the scheduler sends it.
+                self.outgoing.put(None)
+                self.sender.join(self.settings.outgoing.timeout + 5)
         return 0
+
+    def _send_later(self, mail_id: int) -> None:
+        """Hand a decided mail's notifications to the sender thread.
+
+        A thread, not this loop: a slow SMTP server must not keep the worker from the
+        next mail (the GIL is free while it waits on the network)."""
+        if self.sender is None:
+            self.sender = threading.Thread(target=self._send_loop, name="sender", daemon=True)
+            self.sender.start()
+        self.outgoing.put(mail_id)
+
+    def _send_loop(self) -> None:
+        from helpdesk.ingest.deliver import send_after_commit
+        from helpdesk.store import Store
+
+        store = None
+        while (mail_id := self.outgoing.get()) is not None:
+            try:
+                if store is None:
+                    settings = self.settings
+                    name = f"helpdesk-ingestd-sender-{os.getpid()}"
+                    store = Store(settings.database_url, settings.busy_timeout, name)
+                    store.connect()
+                send_after_commit(store, self.settings, mail_id)
+                if not store.end_request():
+                    store = None
+            except Exception:  # noqa: BLE001 - the rows stay queued for the scheduler
+                log.exception("mail #%s: its notifications wait for the scheduler", mail_id)
+                if store is not None:
+                    store.close()
+                store = None
+        if store is not None:
+            store.close()
 
     # -- one connection --------------------------------------------------------
     def _serve(self, conn: socket.socket) -> bool:
@@ -254,10 +296,9 @@ class _Worker:
         finally:
             conn.close()
             self._end_request()
-        if mail_id is not None and self.store is not None:
+        if mail_id is not None:
             # After the answer: the MTA need not wait for our SMTP server.
-            pipe.send_after_commit(self.store, self.settings, mail_id)
-            self._end_request()
+            self._send_later(mail_id)
         return decided
 
     def _store(self):  # type: ignore[no-untyped-def]
@@ -273,7 +314,8 @@ class _Worker:
                 self.store = None
         if self.store is None:
             settings = self.settings
-            store = Store(settings.database_url, settings.busy_timeout, "helpdesk-ingestd")
+            name = f"helpdesk-ingestd-{os.getpid()}"  # which worker holds which connection
+            store = Store(settings.database_url, settings.busy_timeout, name)
             try:
                 store.connect()
             except StoreError:

@@ -637,10 +637,12 @@ def test_a_dropped_database_connection_is_replaced(
     svc = Service(config, str(sock), "--workers", "1")
     try:
         assert run_pipe(config, make_mail(message_id="<d0@x>")).returncode == 0
+        [worker] = svc.workers()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = 'helpdesk-ingestd'"
+                " WHERE application_name = %s",
+                (f"helpdesk-ingestd-{worker}",),
             ).fetchone()[0]
         assert killed == 1
         result = run_pipe(config, make_mail(message_id="<d1@x>"))
