@@ -51,6 +51,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,7 @@ from conftest import CORPUS
 from conftest import ROOT
 from conftest import run_pipe
 from conftest import write_config
+from ingestd_service import Service
 
 from helpdesk.ingest.htmltext import html_to_text
 from helpdesk.ingest.parse import parse
@@ -206,6 +208,30 @@ def _relative(path: Path) -> str:
 
 
 def test_every_corpus_mail_is_delivered_and_kept_byte_for_byte(config: Path) -> None:
+    _check_corpus(config)
+
+
+def test_every_corpus_mail_through_ingestd(tmp_path: Path) -> None:
+    """The same checks with the warm service taking every mail (SQLite: the service's
+    code is the pipe's; its database paths are the storage tests' business)."""
+    sock = Path(tempfile.mkdtemp(prefix="hd-", dir="/tmp")) / "ingestd.sock"
+    config = write_config(
+        tmp_path, f"sqlite:///{tmp_path / 'warm.db'}", extra=f'[ingestd]\nsocket = "{sock}"\n'
+    )
+    assert _cli(config, "init").exit_code == 0
+    service = Service(config, str(sock))
+    try:
+        _check_corpus(config)
+    finally:
+        assert service.stop() == 0, service.log()
+        shutil.rmtree(sock.parent, ignore_errors=True)
+    log = (tmp_path / "helpdesk.log").read_text(errors="replace")
+    assert "delivering in process" not in log, "some mail missed the service"
+    decided = [line for line in service.handled()] + re.findall("exit 65", service.log())
+    assert len(decided) == len(corpus_files())
+
+
+def _check_corpus(config: Path) -> None:
     files = corpus_files()
     assert len(files) >= 500, f"corpus not found or incomplete at {CORPUS}"
     deliveries = [Delivery(i, p, p.read_bytes()) for i, p in enumerate(files)]

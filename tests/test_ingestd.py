@@ -31,58 +31,10 @@ from conftest import run_cli
 from conftest import run_pipe
 from conftest import smtp_outgoing
 from conftest import write_config
+from ingestd_service import Service
 from smtp_catcher import SmtpCatcher
 
 pytestmark = pytest.mark.slow
-
-
-class Service:
-    """A running `helpdesk-pipe ingestd`: its process, socket and stderr."""
-
-    def __init__(self, config: Path, socket_path: str, *args: str) -> None:
-        self.socket_path = socket_path
-        self.err_path = config.parent / f"ingestd-{time.monotonic_ns()}.err"
-        self._err = open(self.err_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [*pipe_command(), "--config", str(config), "ingestd", *args],
-            stderr=self._err,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C"},
-        )
-        deadline = time.monotonic() + 30
-        while not self.answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"ingestd did not start: {self.log()}")
-            time.sleep(0.05)
-
-    def answers(self) -> bool:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(self.socket_path)
-            return True
-        except OSError:
-            return False
-        finally:
-            probe.close()
-
-    def log(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def handled(self) -> list[str]:
-        """The `mail #N: ...` lines the workers logged."""
-        return re.findall(r"helpdesk\.deliver\[\d+\] INFO (mail #\d+: (?!outgoing).*)", self.log())
-
-    def workers(self) -> set[int]:
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
-        ).stdout
-        return {int(pid) for pid in out.split()}
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._err.close()
-        return code
 
 
 @pytest.fixture
@@ -624,11 +576,10 @@ def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Ser
         assert _count(config, "SELECT count(*) FROM ticket") == 1
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite's cannot drop
 def test_a_dropped_database_connection_is_replaced(
     db_url: str, tmp_path: Path, short_dir: Path
 ) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("SQLite connections do not drop")
     import psycopg
     from conftest import PG_ADMIN_URL
 
