@@ -44,7 +44,8 @@ log = logging.getLogger("helpdesk.ingestd")
 _HEADER_LIMIT = 64 * 1024
 _PEERCRED = struct.Struct("3i")
 _PROBE = "closed without a word"
-_MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+# SIGUSR1: a worker about to leave (renewal) asks for its successor at once.
+_MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1}
 
 
 class IngestdError(Exception):
@@ -138,8 +139,10 @@ class _Worker:
         settings: Settings,
         config_id: str,
         loaded: tuple[int, int, int] | None,
+        master: int,
     ) -> None:
         self.listener = listener
+        self.master = master
         self.settings = settings
         self.config_id = config_id
         # The file as it was when `settings` were read, not as it is now: a worker forked
@@ -147,18 +150,26 @@ class _Worker:
         self.config_stat = loaded
         self.database_url = os.environ.get("HELPDESK_DATABASE_URL", "")
         self.store = None
-        # Mail ids whose queued notifications the sender thread sends (None: stop).
-        self.outgoing: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        # Decided mails whose queued notifications the sender thread sends, with the
+        # settings they were decided under.
+        self.outgoing: queue.SimpleQueue[tuple[int, Settings]] = queue.SimpleQueue()
         self.sender: threading.Thread | None = None
+        self.leaving = threading.Event()
         self.busy = False
-        self.stopping = False
+        self.stopping = False  # leave after this mail
+        self.shutdown = False  # and the service stops: no successor
         self.served = 0
 
-    def _on_term(self, _signum: int, _frame: object) -> None:
-        if self.busy:
-            self.stopping = True  # finish this mail first: its client waits for the answer
-        else:
-            raise _Stop
+    def _on_term(self, signum: int, _frame: object) -> None:
+        # SIGTERM: the service stops; SIGHUP: this worker is renewed.
+        self.shutdown = self.shutdown or signum == signal.SIGTERM
+        self.stopping = True
+        if not self.busy:
+            raise _Stop  # idle in accept(); a busy one finishes: its client waits
+
+    def _on_term_leaving(self, signum: int, _frame: object) -> None:
+        # Already on the way out: nothing may cut the sender short.
+        self.shutdown = self.shutdown or signum == signal.SIGTERM
 
     def run(self) -> int:
         """Serve until stopped or due for renewal; return the exit code."""
@@ -166,6 +177,7 @@ class _Worker:
             signal.signal(signal.SIGTERM, self._on_term)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master
             signal.signal(signal.SIGHUP, self._on_term)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             # Blocked in the master; a stop pending since the fork lands here, as _Stop.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)
             while not self.stopping:
@@ -188,12 +200,20 @@ class _Worker:
         except _Stop:
             pass
         finally:
+            signal.signal(signal.SIGTERM, self._on_term_leaving)
+            signal.signal(signal.SIGHUP, self._on_term_leaving)
+            self.listener.close()
+            if not self.shutdown and os.getppid() == self.master:
+                # Renewal: the master forks the successor now, not after our sender is done.
+                _kill(self.master, signal.SIGUSR1)
             if self.store is not None:
                 self.store.close()
             if self.sender is not None:
-                # What it has not sent by then stays queued: the scheduler sends it.
-                self.outgoing.put(None)
-                self.sender.join(self.settings.outgoing.timeout + 5)
+                # The mail being sent is finished (a row cut off mid-send would go out
+                # twice); those not started stay queued, for the scheduler.
+                self.leaving.set()
+                self.outgoing.put((0, self.settings))  # wakes it if it waits
+                self.sender.join()
         return 0
 
     def _send_later(self, mail_id: int) -> None:
@@ -204,21 +224,19 @@ class _Worker:
         if self.sender is None:
             self.sender = threading.Thread(target=self._send_loop, name="sender", daemon=True)
             self.sender.start()
-        self.outgoing.put(mail_id)
+        self.outgoing.put((mail_id, self.settings))
 
     def _send_loop(self) -> None:
         from helpdesk.ingest.deliver import send_after_commit
-        from helpdesk.store import Store
 
         store = None
-        while (mail_id := self.outgoing.get()) is not None:
+        while True:
+            mail_id, settings = self.outgoing.get()
+            if self.leaving.is_set():
+                break
             try:
-                if store is None:
-                    settings = self.settings
-                    name = f"helpdesk-ingestd-sender-{os.getpid()}"
-                    store = Store(settings.database_url, settings.busy_timeout, name)
-                    store.connect()
-                send_after_commit(store, self.settings, mail_id)
+                store = _fresh_store(store, settings, f"helpdesk-ingestd-sender-{os.getpid()}")
+                send_after_commit(store, settings, mail_id)
                 if not store.end_request():
                     store = None
             except Exception:  # noqa: BLE001 - the rows stay queued for the scheduler
@@ -302,26 +320,8 @@ class _Worker:
         return decided
 
     def _store(self):  # type: ignore[no-untyped-def]
-        """The worker's connection; a PostgreSQL one that died while idle is replaced."""
-        from helpdesk.store import Store
-        from helpdesk.store import StoreError
-
-        if self.store is not None and not self.store.is_sqlite:
-            try:
-                self.store.execute("SELECT 1")  # the server may have dropped it meanwhile
-            except Exception:  # noqa: BLE001 - any failure: reconnect below
-                self.store.close()
-                self.store = None
-        if self.store is None:
-            settings = self.settings
-            name = f"helpdesk-ingestd-{os.getpid()}"  # which worker holds which connection
-            store = Store(settings.database_url, settings.busy_timeout, name)
-            try:
-                store.connect()
-            except StoreError:
-                store.close()
-                raise
-            self.store = store
+        """The worker's connection, replaced when dead or made for other settings."""
+        self.store = _fresh_store(self.store, self.settings, f"helpdesk-ingestd-{os.getpid()}")
         return self.store
 
     def _end_request(self) -> None:
@@ -335,11 +335,36 @@ class _Worker:
         if now == self.config_stat:
             return
         settings = load_settings(self.settings.path)
-        if self.store is not None and settings.database_url != self.settings.database_url:
-            self.store.close()
-            self.store = None
         self.settings, self.config_stat = settings, now
         log.info("worker %s: configuration reloaded", os.getpid())
+
+
+def _fresh_store(store, settings: Settings, name: str):  # type: ignore[no-untyped-def]
+    """A live connection for these settings: `store` if it still is one, else a new one.
+
+    PostgreSQL may have dropped an idle connection (a restart, an idle timeout): a ping
+    finds out before a mail fails on it. A reloaded config may name another database."""
+    from helpdesk.store import Store
+
+    if store is not None and (
+        store.url != settings.database_url or store.busy_timeout != settings.busy_timeout
+    ):
+        store.close()
+        store = None
+    if store is not None and not store.is_sqlite:
+        try:
+            store.execute("SELECT 1")
+        except Exception:  # noqa: BLE001 - any failure: connect afresh below
+            store.close()
+            store = None
+    if store is None:
+        store = Store(settings.database_url, settings.busy_timeout, name)
+        try:
+            store.connect()
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def _read_block(
@@ -439,6 +464,8 @@ def serve(settings: Settings, socket_path: str | None = None, workers: int | Non
     listener = _listen(path)
     bound = os.stat(path).st_ino
     children: dict[int, float] = {}
+    replaced: set[int] = set()  # workers on their way out whose successor runs already
+    master = os.getpid()
     # The master never runs Python in a signal handler: it blocks these and waits for
     # them, so no exception can land between a fork and its bookkeeping.
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -450,7 +477,7 @@ def serve(settings: Settings, socket_path: str | None = None, workers: int | Non
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                code = _Worker(listener, settings, config_id, loaded).run()
+                code = _Worker(listener, settings, config_id, loaded, master).run()
             except BaseException:  # noqa: BLE001 - a worker must never return into the master's loop
                 log.exception("worker %s failed", os.getpid())
             finally:
@@ -470,9 +497,15 @@ def serve(settings: Settings, socket_path: str | None = None, workers: int | Non
         )
         quick_deaths = 0
         while True:
-            signum = signal.sigwaitinfo(_MASTER_SIGNALS).si_signo
+            info = signal.sigwaitinfo(_MASTER_SIGNALS)
+            signum = info.si_signo
             if signum in (signal.SIGTERM, signal.SIGINT):
                 break
+            if signum == signal.SIGUSR1:
+                if info.si_pid in children and info.si_pid not in replaced:
+                    replaced.add(info.si_pid)
+                    spawn()
+                continue
             if signum == signal.SIGHUP:
                 # Renew every worker (each rereads an edited config by itself anyway).
                 for pid in list(children):
@@ -481,6 +514,9 @@ def serve(settings: Settings, socket_path: str | None = None, workers: int | Non
             for pid, status in _reap():
                 born = children.pop(pid, None)
                 if born is None:
+                    continue
+                if pid in replaced:
+                    replaced.discard(pid)
                     continue
                 code = os.waitstatus_to_exitcode(status)
                 if code != 0:

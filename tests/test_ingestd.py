@@ -488,6 +488,57 @@ def test_a_replaced_worker_sees_the_edited_config(setup: tuple[Path, str]) -> No
         assert b"helpdesk-pipe: configuration:" in result.stderr
     finally:
         assert svc.stop() == 0
+    # All of it said by the service's workers, none by a pipe delivering by itself.
+    assert svc.log().count("exit 65: helpdesk-pipe: message is over") == 4, svc.log()
+    assert svc.log().count("exit 75: helpdesk-pipe: configuration:") == 1
+    assert "delivering in process" not in (config.parent / "helpdesk.log").read_text()
+
+
+SLOW_SENDMAIL = """#!/bin/sh
+# A sendmail that takes its time, and keeps what it accepted.
+sleep 1
+cat > "{out}/$(date +%s%N).eml"
+"""
+
+
+def test_renewals_and_a_stop_never_cut_a_notification_short(
+    db_url: str, tmp_path: Path, short_dir: Path
+) -> None:
+    """Workers renewed after every mail, then the service stopped, while a slow sendmail
+    is at work: every notification leaves exactly once, none is left half-sent."""
+    out = tmp_path / "sent-by-sendmail"
+    out.mkdir()
+    program = tmp_path / "slow-sendmail"
+    program.write_text(SLOW_SENDMAIL.format(out=out))
+    program.chmod(0o755)
+    sock = short_dir / "s.sock"
+    config = _config(
+        tmp_path,
+        db_url,
+        sock,
+        extra="max_requests = 1\n",
+        outgoing=f'transport = "sendmail"\nsendmail = "{program}"\ntimeout = 10\n',
+    )
+    svc = Service(config, str(sock), "--workers", "2")
+    try:
+        for n in range(4):
+            assert run_pipe(config, make_mail(message_id=f"<slow{n}@x>")).returncode == 0
+        svc.proc.send_signal(signal.SIGHUP)  # and a reload on top
+        assert run_pipe(config, make_mail(message_id="<slow4@x>")).returncode == 0
+    finally:
+        assert svc.stop() == 0, svc.log()
+    assert " failed" not in svc.log() and "ended with" not in svc.log(), svc.log()
+    statuses = db_execute(config, "SELECT status, count(*) FROM outbox_message GROUP BY status")
+    rows = sum(n for _, n in statuses)
+    assert rows == 15  # 5 mails x (acknowledgement + 2 technicians)
+    assert "sending" not in dict(statuses), statuses
+    # What was not sent before the stop is queued for the scheduler; nothing twice.
+    sent = dict(statuses).get("sent", 0)
+    assert sent == len(list(out.iterdir()))
+    assert sent >= 3  # the sender really ran
+    assert run_cli(config, "outbox", "flush").returncode == 0
+    assert _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") == 15
+    assert len(list(out.iterdir())) == 15
 
 
 def test_another_configs_service_never_consumes_the_mail(
@@ -599,5 +650,24 @@ def test_a_dropped_database_connection_is_replaced(
         result = run_pipe(config, make_mail(message_id="<d1@x>"))
         assert result.returncode == 0, result.stderr
         assert len(svc.handled()) == 2
+        # The sender thread's own connection, too (once idle): the next mail's
+        # notifications go out all the same.
+        deadline = time.monotonic() + 10
+        while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < 6:
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"helpdesk-ingestd-sender-{worker}",),
+            ).fetchone()[0]
+        assert killed == 1
+        assert run_pipe(config, make_mail(message_id="<d2@x>")).returncode == 0
+        deadline = time.monotonic() + 10
+        while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < 9:
+            assert time.monotonic() < deadline, svc.log()
+            time.sleep(0.05)
     finally:
         assert svc.stop() == 0
+    assert "wait for the scheduler" not in svc.log()
