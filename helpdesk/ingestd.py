@@ -168,8 +168,10 @@ class _Worker:
             raise _Stop  # idle in accept(); a busy one finishes: its client waits
 
     def _on_term_leaving(self, signum: int, _frame: object) -> None:
-        # Already on the way out: nothing may cut the sender short.
-        self.shutdown = self.shutdown or signum == signal.SIGTERM
+        # Already on the way out: nothing may cut the sender short mid-mail.
+        if signum == signal.SIGTERM:
+            self.shutdown = True
+            self.leaving.set()
 
     def run(self) -> int:
         """Serve until stopped or due for renewal; return the exit code."""
@@ -209,10 +211,12 @@ class _Worker:
             if self.store is not None:
                 self.store.close()
             if self.sender is not None:
-                # The mail being sent is finished (a row cut off mid-send would go out
-                # twice); those not started stay queued, for the scheduler.
-                self.leaving.set()
-                self.outgoing.put((0, self.settings))  # wakes it if it waits
+                # Renewed, it sends what it has (its successor already serves); stopped,
+                # it finishes the mail at hand only (a row cut off mid-send would go out
+                # twice) and the rest stays queued for the scheduler.
+                if self.shutdown:
+                    self.leaving.set()
+                self.outgoing.put((0, self.settings))  # the end of its queue
                 self.sender.join()
         return 0
 
@@ -232,7 +236,7 @@ class _Worker:
         store = None
         while True:
             mail_id, settings = self.outgoing.get()
-            if self.leaving.is_set():
+            if mail_id == 0 or self.leaving.is_set():
                 break
             try:
                 store = _fresh_store(store, settings, f"helpdesk-ingestd-sender-{os.getpid()}")

@@ -527,7 +527,7 @@ def test_renewals_and_a_stop_never_cut_a_notification_short(
         assert run_pipe(config, make_mail(message_id="<slow4@x>")).returncode == 0
     finally:
         assert svc.stop() == 0, svc.log()
-    assert " failed" not in svc.log() and "ended with" not in svc.log(), svc.log()
+    assert not re.search(r"worker \d+ failed|ended with", svc.log()), svc.log()
     statuses = db_execute(config, "SELECT status, count(*) FROM outbox_message GROUP BY status")
     rows = sum(n for _, n in statuses)
     assert rows == 15  # 5 mails x (acknowledgement + 2 technicians)
@@ -535,7 +535,7 @@ def test_renewals_and_a_stop_never_cut_a_notification_short(
     # What was not sent before the stop is queued for the scheduler; nothing twice.
     sent = dict(statuses).get("sent", 0)
     assert sent == len(list(out.iterdir()))
-    assert sent >= 3  # the sender really ran
+    assert sent >= 12  # renewed workers sent theirs; a stop may leave the last mail's
     assert run_cli(config, "outbox", "flush").returncode == 0
     assert _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") == 15
     assert len(list(out.iterdir())) == 15
