@@ -436,9 +436,7 @@ def _preload(settings: Settings) -> None:
     import helpdesk.workflow  # noqa: F401
     from helpdesk.notify import render
 
-    environment = render._environment(settings.templates)
-    for template in environment.list_templates(extensions=["txt"]):
-        environment.get_template(template)  # compiled once, shared by every fork
+    render.warm(settings.templates, compile_all=True)  # compiled once, shared by every fork
     if not settings.database_url.startswith("sqlite"):
         import psycopg  # noqa: F401
 

@@ -47,6 +47,15 @@ def _environment(override: str | None) -> Any:
     return environment
 
 
+def warm(override: str | None = None, compile_all: bool = False) -> None:
+    """Load Jinja2 now; with compile_all, compile every template too (a long-lived
+    process: Jinja2 caches them; a one-mail process compiles the one or two it uses)."""
+    environment = _environment(override)
+    if compile_all:
+        for name in environment.list_templates(extensions=["txt"]):
+            environment.get_template(name)
+
+
 def _quote(text: str) -> str:
     """Quote a text mail-style, '> ' before every line."""
     return "\n".join("> " + line if line else ">" for line in str(text).splitlines())
