@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run the helpdesk-pipe benchmark and rewrite the results block of bench/README.md.
-#   bench/run.sh                  full run (~5 min on 2 cores; the viewer part is bench/web.py)
-#   QUICK=1 bench/run.sh          smoke test: few runs, README left alone (UPDATE_README=1 to force)
+#   bench/run.sh                  full run (~15-20 min on 2 cores, more the first time: section 6
+#                                 fills its databases of 1M tickets once and caches them)
+#   QUICK=1 bench/run.sh          smoke test (~2 min): README left alone (UPDATE_README=1 to force)
 #   PY=/path/to/python bench/run.sh   measure another interpreter (it must have helpdesk-pipe installed)
-# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, CHECK=1, KEEP=1,
-# BENCH_WEB=0, WEB_ROUNDS, WEB_THREADS, WEB_WARMUP, WEB_SECONDS):
-# see the docstring of bench/bench.py.
+# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, BENCH_ROUNDUP=0,
+# CHECK=1, KEEP=1, BENCH_WEB=0, WEB_*, BENCH_BURST=0, BURST_*, BENCH_SCALE=0, SCALE_*):
+# see the docstring of bench/bench.py and bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
