@@ -411,7 +411,6 @@ def _decide(
     settings: Settings,
     queue: Queue,
     mail_id: int,
-    raw: bytes,
     mail: ParsedMail,
     dedup_key: str,
     envelope: dict[str, str],
@@ -474,8 +473,8 @@ def _seen(store: Store, queue: str, dedup_key: str) -> bool:
 
 
 def _warm_up(settings: Settings) -> None:
-    """Import and compile what a person's mail needs (the workflow, Jinja2 and the
-    notification templates) before taking the lock rather than while holding it."""
+    """Import what a person's mail needs (the workflow, the threading rules, Jinja2)
+    before taking the lock rather than while holding it."""
     from helpdesk import workflow  # noqa: F401
     from helpdesk.ingest import quotes  # noqa: F401
     from helpdesk.ingest import thread  # noqa: F401
@@ -535,9 +534,7 @@ def deliver(
         _warm_up(settings)
     for attempt in (1, 2):
         try:
-            outcome = _decide(
-                store, settings, queue, mail_id, raw, mail, dedup_key, envelope, machine
-            )
+            outcome = _decide(store, settings, queue, mail_id, mail, dedup_key, envelope, machine)
             break
         except IntegrityError:
             # A concurrent delivery claimed the same Message-ID; the retry sees it.
@@ -644,4 +641,3 @@ def run(
     if line:
         print(line, file=sys.stderr)
     return outcome.code
-
