@@ -72,6 +72,24 @@ def _count(config: Path, sql: str, **params: object) -> int:
     return int(db_execute(config, sql, **params)[0][0])
 
 
+def _wait_sent(config: Path, count: int, why: str) -> None:
+    """Wait until `count` outbox rows are marked sent (the sender thread works apart)."""
+    deadline = time.monotonic() + 10
+    while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < count:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
+def _second_service(config: Path) -> subprocess.CompletedProcess[str]:
+    """Start `ingestd` for a config whose socket is taken or blocked: it must refuse."""
+    return subprocess.run(
+        [*pipe_command(), "--config", str(config), "ingestd"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def _ack_message_id(config: Path, ticket_id: int) -> str:
     return db_execute(
         config,
@@ -205,10 +223,7 @@ def test_mail_goes_out_after_the_answer(
         caught = smtp_catcher.wait_for(3)
         ack = [c for c in caught if c.recipients == ["alice@univ.example"]]
         assert len(ack) == 1 and "Écran noir" in str(ack[0].message()["Subject"])
-        deadline = time.monotonic() + 10
-        while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < 3:
-            assert time.monotonic() < deadline, "the outbox rows were not marked sent"
-            time.sleep(0.05)
+        _wait_sent(config, 3, "the outbox rows were not marked sent")
     finally:
         assert svc.stop() == 0
 
@@ -389,12 +404,7 @@ def test_socket_is_for_the_group_only_and_one_service_per_socket(
 ) -> None:
     config, sock = setup
     assert os.stat(sock).st_mode & 0o777 == 0o660
-    second = subprocess.run(
-        [*pipe_command(), "--config", str(config), "ingestd"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = _second_service(config)
     assert second.returncode == 1
     assert f"another ingestd is listening on {sock}" in second.stderr
     assert service.answers()
@@ -591,12 +601,7 @@ def test_closed_stdin_defers_without_a_traceback(setup: tuple[Path, str]) -> Non
 def test_a_file_at_the_socket_path_is_never_replaced(setup: tuple[Path, str]) -> None:
     config, sock = setup
     Path(sock).write_text("precious")
-    result = subprocess.run(
-        [*pipe_command(), "--config", str(config), "ingestd"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _second_service(config)
     assert result.returncode == 1
     assert f"{sock} exists and is not a socket" in result.stderr
     assert Path(sock).read_text() == "precious"
@@ -652,10 +657,7 @@ def test_a_dropped_database_connection_is_replaced(
         assert len(svc.handled()) == 2
         # The sender thread's own connection, too (once idle): the next mail's
         # notifications go out all the same.
-        deadline = time.monotonic() + 10
-        while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < 6:
-            assert time.monotonic() < deadline, svc.log()
-            time.sleep(0.05)
+        _wait_sent(config, 6, svc.log())
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -664,10 +666,7 @@ def test_a_dropped_database_connection_is_replaced(
             ).fetchone()[0]
         assert killed == 1
         assert run_pipe(config, make_mail(message_id="<d2@x>")).returncode == 0
-        deadline = time.monotonic() + 10
-        while _count(config, "SELECT count(*) FROM outbox_message WHERE status = 'sent'") < 9:
-            assert time.monotonic() < deadline, svc.log()
-            time.sleep(0.05)
+        _wait_sent(config, 9, svc.log())
     finally:
         assert svc.stop() == 0
     assert "wait for the scheduler" not in svc.log()
