@@ -329,8 +329,8 @@ def _scheduler(settings: Settings) -> list[Finding]:
 
 def _ingestd(settings: Settings, user: pwd.struct_passwd | None) -> list[Finding]:
     from helpdesk.ingest.client import PROTOCOL
-    from helpdesk.ingest.client import block
     from helpdesk.ingest.client import config_socket
+    from helpdesk.ingest.client import introduction
 
     path = settings.ingestd.socket
     found = []
@@ -349,11 +349,7 @@ def _ingestd(settings: Settings, user: pwd.struct_passwd | None) -> list[Finding
         probe.settimeout(5)
         probe.connect(path)
         # Introduce ourselves as the pipe would (this config), then leave before the mail.
-        real = os.path.realpath(settings.path) if settings.path else ""
-        database_url = os.environ.get("HELPDESK_DATABASE_URL", "")
-        probe.sendall(
-            block([(b"config", os.fsencode(real)), (b"database_url", os.fsencode(database_url))])
-        )
+        probe.sendall(introduction(str(settings.path) if settings.path else "", None))
         greeting = probe.recv(512)
     except OSError as exc:
         return [

@@ -425,18 +425,13 @@ def _stat(path: Path | None) -> tuple[int, int, int] | None:
 
 def _preload(settings: Settings) -> None:
     """Import before forking what every mail needs, so each worker starts warm."""
-    import helpdesk.ingest.deliver  # noqa: F401
-    import helpdesk.ingest.quotes  # noqa: F401
     import helpdesk.ingest.route  # noqa: F401
-    import helpdesk.ingest.thread  # noqa: F401
-    import helpdesk.notify.notices  # noqa: F401
     import helpdesk.notify.outbox  # noqa: F401
     import helpdesk.notify.transport  # noqa: F401
     import helpdesk.people  # noqa: F401
-    import helpdesk.workflow  # noqa: F401
-    from helpdesk.notify import render
+    from helpdesk.ingest.deliver import warm_up
 
-    render.warm(settings.templates, compile_all=True)  # compiled once, shared by every fork
+    warm_up(settings, compile_all=True)  # templates compiled once, shared by every fork
     if not settings.database_url.startswith("sqlite"):
         import psycopg  # noqa: F401
 

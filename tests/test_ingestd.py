@@ -632,39 +632,37 @@ def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Ser
         assert _count(config, "SELECT count(*) FROM ticket") == 1
 
 
+def _terminate_backends(application_name: str) -> int:
+    """Have PostgreSQL drop the connections of that name (ours: the worker's pid is in it)."""
+    import psycopg
+    from conftest import PG_ADMIN_URL
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()[0]
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite's cannot drop
 def test_a_dropped_database_connection_is_replaced(
     db_url: str, tmp_path: Path, short_dir: Path
 ) -> None:
-    import psycopg
-    from conftest import PG_ADMIN_URL
-
     sock = short_dir / "s.sock"
     config = _config(tmp_path, db_url, sock)
     svc = Service(config, str(sock), "--workers", "1")
     try:
         assert run_pipe(config, make_mail(message_id="<d0@x>")).returncode == 0
         [worker] = svc.workers()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (f"helpdesk-ingestd-{worker}",),
-            ).fetchone()[0]
-        assert killed == 1
+        assert _terminate_backends(f"helpdesk-ingestd-{worker}") == 1
         result = run_pipe(config, make_mail(message_id="<d1@x>"))
         assert result.returncode == 0, result.stderr
         assert len(svc.handled()) == 2
         # The sender thread's own connection, too (once idle): the next mail's
         # notifications go out all the same.
         _wait_sent(config, 6, svc.log())
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (f"helpdesk-ingestd-sender-{worker}",),
-            ).fetchone()[0]
-        assert killed == 1
+        assert _terminate_backends(f"helpdesk-ingestd-sender-{worker}") == 1
         assert run_pipe(config, make_mail(message_id="<d2@x>")).returncode == 0
         _wait_sent(config, 9, svc.log())
     finally:

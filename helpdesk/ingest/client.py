@@ -33,6 +33,7 @@ __all__ = [
     "ENVELOPE_VARIABLES",
     "PROTOCOL",
     "block",
+    "introduction",
     "config_socket",
     "main",
     "parse_args",
@@ -153,7 +154,8 @@ def block(fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"\0".join(key + b"=" + value for key, value in fields) + b"\0\0"
 
 
-def _who(config_path: str, queue_name: str | None) -> bytes:
+def introduction(config_path: str, queue_name: str | None) -> bytes:
+    """The block a client opens with: which config, database and queue, its envelope."""
     fields = [
         (b"config", os.fsencode(os.path.realpath(config_path))),
         (b"database_url", os.environb.get(b"HELPDESK_DATABASE_URL", b"")),
@@ -185,7 +187,7 @@ def _via_service(
         except OSError as exc:
             raise _Fallback(f"no service on {path}: {exc.strerror or exc}") from None
         sock.settimeout(GREETING_TIMEOUT)
-        sock.sendall(_who(config_path, queue_name))
+        sock.sendall(introduction(config_path, queue_name))
         greeting = _recv_line(sock, 512)
         if greeting.startswith(b"R "):
             raise _Fallback(f"refused by the service: {greeting[2:].decode(errors='replace')}")

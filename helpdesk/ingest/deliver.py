@@ -55,6 +55,7 @@ __all__ = [
     "run",
     "send_after_commit",
     "too_big_outcome",
+    "warm_up",
 ]
 
 EX_OK, EX_DATAERR, EX_USAGE, EX_TEMPFAIL = 0, 65, 64, 75
@@ -472,16 +473,17 @@ def _seen(store: Store, queue: str, dedup_key: str) -> bool:
     )
 
 
-def _warm_up(settings: Settings) -> None:
+def warm_up(settings: Settings, compile_all: bool = False) -> None:
     """Import what a person's mail needs (the workflow, the threading rules, Jinja2)
-    before taking the lock rather than while holding it."""
+    before taking the lock rather than while holding it; with compile_all, compile every
+    template too (ingestd, before it forks)."""
     from helpdesk import workflow  # noqa: F401
     from helpdesk.ingest import quotes  # noqa: F401
     from helpdesk.ingest import thread  # noqa: F401
     from helpdesk.notify import notices  # noqa: F401
     from helpdesk.notify import render
 
-    render.warm(settings.templates)
+    render.warm(settings.templates, compile_all)
 
 
 def send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
@@ -531,7 +533,7 @@ def deliver(
     # every millisecond inside it is a millisecond for each one queued behind it.
     machine = classify(raw, mail, envelope, own_marks(settings))
     if machine is None and not _seen(store, queue.name, dedup_key):
-        _warm_up(settings)
+        warm_up(settings)
     for attempt in (1, 2):
         try:
             outcome = _decide(store, settings, queue, mail_id, mail, dedup_key, envelope, machine)
