@@ -238,6 +238,7 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
                 "author_name": a.author.name,
                 "source": a.source,
                 "internal": a.internal,
+                "unverified": a.unverified,
                 "mail_id": a.mail_id,
                 "created_at": _iso(a.created_at),
                 "subject": a.subject,
@@ -263,6 +264,8 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
         out.append(f"Participants: {', '.join(others)}")
     for a in data["articles"]:
         internal = ", internal" if a["internal"] else ""
+        if a["unverified"]:
+            internal = ", internal: UNVERIFIED sender, kept until the address confirms it"
         out += [
             "",
             f"--- #{a['id']} {a['author']} ({a['source']}{internal}) {a['created_at']}",

@@ -143,8 +143,14 @@ class Article(Base):
     source: Mapped[str] = mapped_column(String(20))
     mail_id: Mapped[int | None] = mapped_column(ForeignKey("mail_record.id"))
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Written by the requester's address with nothing but the subject tag to show it
+    # (ingest/thread.py): internal, and marked, until a reply to our confirmation
+    # request proves it.
+    unverified: Mapped[bool] = mapped_column(Boolean, default=False)
     subject: Mapped[str] = mapped_column(Text, default="")
     body_text: Mapped[str] = mapped_column(Text, default="")
+    # The HTML as our pages show it, cleaned when the mail arrived (helpdesk/htmlsafe.py);
+    # the HTML as it came is in the raw mail, or an attachment when it could not be cleaned.
     body_html: Mapped[str | None] = mapped_column(Text)
     # The text as shown: a reply without the earlier message it quotes. NULL when
     # nothing was trimmed; body_text always keeps the whole text.

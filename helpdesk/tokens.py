@@ -17,7 +17,7 @@ from helpdesk.store import Store
 from helpdesk.store import as_datetime
 from helpdesk.store import utcnow
 
-__all__ = ["Access", "new_token", "hash_token", "link", "lookup", "revoke"]
+__all__ = ["Access", "new_token", "hash_token", "link", "lookup", "revoke", "redact_links"]
 
 
 def hash_token(token: str) -> str:
@@ -43,6 +43,17 @@ def link(base_url: str, token: str) -> str:
 
 # What secrets.token_urlsafe(32) gives: anything else is not worth a query.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+_LINK_TOKEN = re.compile(r"(/t/)[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def redact_links(text: str) -> str:
+    """A text without the tokens of private links (`/t/<token>` becomes `/t/…`).
+
+    Requesters quote our mail, link included, when they answer it: the text we keep
+    and pass on to technicians must not carry the key to their ticket. (The raw mail
+    is kept byte for byte, and holds what they quoted.)
+    """
+    return _LINK_TOKEN.sub("\\1…", text) if "/t/" in text else text
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ __all__ = [
     "add_article",
     "add_followup",
     "attach_machine_mail",
+    "hold_unverified",
+    "confirm_unverified",
     "add_participant",
     "record_message_id",
     "take",
@@ -186,6 +188,7 @@ def add_article(
     mail_id: int | None = None,
     internal: bool = False,
     body_trimmed: str | None = None,
+    unverified: bool = False,
 ) -> int:
     """Append an entry to a ticket's thread with its files; return the article id.
 
@@ -194,10 +197,12 @@ def add_article(
     """
     now = utcnow()
     article_id = store.scalar(
-        "INSERT INTO article (ticket_id, author_id, source, mail_id, internal, subject,"
-        " body_text, body_html, body_trimmed, created_at) VALUES (:ticket, :author, :source,"
-        " :mail, :internal, :subject, :text, :html, :trimmed, :now) RETURNING id",
+        "INSERT INTO article (ticket_id, author_id, source, mail_id, internal, unverified,"
+        " subject, body_text, body_html, body_trimmed, created_at) VALUES (:ticket, :author,"
+        " :source, :mail, :internal, :unverified, :subject, :text, :html, :trimmed, :now)"
+        " RETURNING id",
         {
+            "unverified": unverified,
             "trimmed": body_trimmed if body_trimmed != body_text else None,
             "ticket": ticket_id,
             "author": author_id,
@@ -400,9 +405,29 @@ def add_followup(
             incoming_message_id=message_id,
         )
         return article_id
+    _requester_side_news(store, settings, queue, ticket_id, state, actor, article_id, mail_id)
+    return article_id
+
+
+def _requester_side_news(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    state: dict[str, Any],
+    actor: Actor,
+    article_id: int,
+    mail_id: int | None,
+    message_id: str | None = None,
+) -> None:
+    """What a public entry by the requester's side does: reopen a resolved ticket, bring
+    a waiting one back to its technician, tell the technicians."""
+    from helpdesk.notify import notices
+
+    old = state["status"]
     if old == "resolved":
         _reopen(store, settings, queue, ticket_id, state, actor, article_id, mail_id, message_id)
-        return article_id
+        return
     new = _reopened_status(state) if old == "waiting" else old
     if new != old:
         _update(store, ticket_id, status=new)
@@ -417,7 +442,114 @@ def add_followup(
         mail_id=mail_id,
         incoming_message_id=message_id,
     )
+
+
+def hold_unverified(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author_id: int,
+    *,
+    why: str,
+    subject: str,
+    body_text: str,
+    body_trimmed: str | None = None,
+    body_html: str | None = None,
+    attachments: Sequence[FileData] = (),
+    mail_id: int | None = None,
+) -> int:
+    """Keep a mail whose author nothing proves as an unverified entry: the technicians
+    see it as such, the requester's page does not show it, nobody is told it as the
+    author's words, and the author's address is asked to confirm it. Return its id.
+
+    Its Message-ID is not recorded for threading: a reply naming it proves nothing
+    until the author confirms.
+    """
+    from helpdesk.notify import notices
+
+    state = _lock(store, ticket_id)
+    author, _name = _person(store, author_id)
+    article_id = add_article(
+        store,
+        ticket_id,
+        author_id,
+        source="mail",
+        subject=subject,
+        body_text=body_text,
+        body_html=body_html,
+        body_trimmed=body_trimmed,
+        attachments=attachments,
+        mail_id=mail_id,
+        internal=True,
+        unverified=True,
+    )
+    actor = Actor(author_id, author, "mail")
+    record_history(store, ticket_id, actor, "unverified", state["status"], None, why)
+    notices.confirmation_asked(store, settings, queue, ticket_id, article_id, mail_id=mail_id)
     return article_id
+
+
+def confirm_unverified(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    held_mail_ids: Sequence[int],
+    actor: Actor,
+    *,
+    mail_id: int | None = None,
+) -> list[int]:
+    """Make the entries held for these mails public, as their author has confirmed them:
+    they count from now on as if they had just arrived (a resolved ticket reopens, the
+    technicians are told). Return the ids of the entries made public."""
+    state = _lock(store, ticket_id)
+    confirmed = []
+    for held in held_mail_ids:
+        row = store.one(
+            "SELECT a.id, m.message_id FROM article a JOIN mail_record m ON m.id = a.mail_id"
+            " WHERE a.ticket_id = :ticket AND a.mail_id = :mail AND a.unverified = :yes",
+            {"ticket": ticket_id, "mail": held, "yes": True},
+        )
+        if row is None:
+            continue  # confirmed already (a second reply), or not this ticket's
+        article_id, message_id = int(row[0]), row[1]
+        store.execute(
+            "UPDATE article SET internal = :no, unverified = :no WHERE id = :id",
+            {"no": False, "id": article_id},
+        )
+        record_message_id(store, ticket_id, message_id)
+        record_history(
+            store, ticket_id, actor, "confirmed", detail=f"entry #{article_id} (mail #{held})"
+        )
+        confirmed.append(article_id)
+    if not confirmed:
+        return []
+    # Entries the requester's page did not show now do: its cache keys on updated_at.
+    store.execute(
+        "UPDATE ticket SET updated_at = :now WHERE id = :id", {"now": utcnow(), "id": ticket_id}
+    )
+    if state["status"] == "closed":
+        # Closed since: the entry shows on the page and the technicians still hear of
+        # it, but a closed ticket does not reopen by itself.
+        from helpdesk.notify import notices
+
+        for article_id in confirmed:
+            notices.followup_added(
+                store,
+                settings,
+                queue,
+                ticket_id,
+                article_id,
+                by_technician=False,
+                mail_id=mail_id,
+                incoming_message_id=None,
+            )
+        return confirmed
+    for article_id in confirmed:
+        _requester_side_news(store, settings, queue, ticket_id, state, actor, article_id, mail_id)
+        state = _lock(store, ticket_id)
+    return confirmed
 
 
 def comment(

@@ -264,7 +264,10 @@ def test_cc_participant_may_follow_up_and_shows_in_participants(
     smtp_config: Path, smtp_catcher: SmtpCatcher
 ) -> None:
     bob = "bob@univ.example"
-    raw = make_mail(extra_headers=f"Cc: Bob Durand <{bob}>, dsi.support@univ.example\r\n")
+    raw = make_mail(
+        message_id="<original@univ.example>",
+        extra_headers=f"Cc: Bob Durand <{bob}>, dsi.support@univ.example\r\n",
+    )
     _deliver(smtp_config, raw)
     smtp_catcher.wait_for(3)
     shown = _ticket(smtp_config, 1)
@@ -272,10 +275,19 @@ def test_cc_participant_may_follow_up_and_shows_in_participants(
         {"email": ALICE, "name": "Alice Martin", "role": "requester"},
         {"email": bob, "name": "Bob Durand", "role": "cc"},
     ]
-    _deliver(
-        smtp_config, make_mail(sender=bob, subject="Re: [HD #1] Imprimante", body="Moi aussi.\n")
+    # Bob answers the mail he was copied on: its Message-ID is the ticket's.
+    answer = make_mail(
+        sender=bob,
+        subject="Re: Imprimante",
+        body="Moi aussi.\n",
+        extra_headers="In-Reply-To: <original@univ.example>\r\n",
     )
-    assert [a["author"] for a in _ticket(smtp_config, 1)["articles"]] == [ALICE, bob]
+    _deliver(smtp_config, answer)
+    articles = _ticket(smtp_config, 1)["articles"]
+    assert [(a["author"], a["internal"]) for a in articles] == [(ALICE, False), (bob, False)]
+    # With only the subject tag, his words wait for him to confirm them.
+    _deliver(smtp_config, make_mail(sender=bob, subject="[HD #1] encore", body="Et moi.\n"))
+    assert _ticket(smtp_config, 1)["articles"][2]["unverified"] is True
 
 
 def test_technician_reply_by_mail_notifies_the_requester(

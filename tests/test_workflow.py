@@ -586,11 +586,16 @@ def test_two_schedulers_close_a_thousand_tickets_once(
 def test_autoclose_from_cron_and_dead_links(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
     config = smtp_config
     _deliver(config, make_mail())
-    _deliver(config, make_mail(subject="Second"))
+    _deliver(config, make_mail(subject="Second", message_id="<second@univ.example>"))
     smtp_catcher.wait_for(6)
     _cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.")
     _cli(config, "ticket", "resolve", "2", "--as", JEAN, "-m", "Fait aussi.")
-    _deliver(config, make_mail(subject="[HD #2] Re: Second", body="Non, toujours pas.\n"))
+    answer = make_mail(
+        subject="[HD #2] Re: Second",
+        body="Non, toujours pas.\n",
+        extra_headers="In-Reply-To: <second@univ.example>\r\n",
+    )
+    _deliver(config, answer)
     assert _ticket(config, 2)["status"] == "assigned"  # the requester's answer reopened it
     seen = len(smtp_catcher.wait_for(9))
     # One pass, as cron runs it, sixteen days on: only the still-resolved ticket closes.

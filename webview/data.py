@@ -21,7 +21,13 @@ __all__ = [
     "load_header",
     "load_entries",
     "load_attachment",
+    "load_text",
+    "TEXT_LIMIT",
 ]
+
+# The characters of one entry's text a page shows (a long log pasted into a mail is a
+# download beyond that).
+TEXT_LIMIT = 200_000
 
 
 @dataclass
@@ -48,6 +54,12 @@ class Entry:
     text: str
     html: str | None
     files: list[FileLink] = field(default_factory=list)
+    text_length: int = 0
+
+    @property
+    def text_cut(self) -> bool:
+        """Whether the page shows only the start of the text."""
+        return self.text_length > len(self.text)
 
 
 @dataclass
@@ -87,16 +99,24 @@ def load_header(store: Store, ticket_id: int) -> TicketView | None:
 
 
 def load_entries(store: Store, view: TicketView) -> None:
-    """Read a ticket's public thread, oldest first, with its files."""
+    """Read a ticket's public thread, oldest first, with its files.
+
+    Each text is read up to TEXT_LIMIT characters (its whole length beside it): a page
+    stays readable on a phone and a worker's memory bounded whatever was pasted into
+    a mail; the whole text is a download (load_text).
+    """
     ticket_id = view.id
     entries: dict[int, Entry] = {}
     for a in store.execute(
-        "SELECT a.id, p.email, p.name, a.author_id, a.source, a.created_at, a.body_text,"
-        " a.body_trimmed, a.body_html FROM article a JOIN person p ON p.id = a.author_id"
+        "SELECT a.id, p.email, p.name, a.author_id, a.source, a.created_at,"
+        " substr(COALESCE(a.body_trimmed, a.body_text), 1, :limit),"
+        " length(COALESCE(a.body_trimmed, a.body_text)),"
+        # A reply whose quote was trimmed shows as text: its HTML still quotes.
+        " CASE WHEN a.body_trimmed IS NULL THEN a.body_html END"
+        " FROM article a JOIN person p ON p.id = a.author_id"
         " WHERE a.ticket_id = :id AND a.internal = :no ORDER BY a.id",
-        {"id": ticket_id, "no": False},
+        {"id": ticket_id, "no": False, "limit": TEXT_LIMIT},
     ).fetchall():
-        trimmed = a[7] is not None
         entries[a[0]] = Entry(
             id=a[0],
             author_email=a[1],
@@ -104,9 +124,9 @@ def load_entries(store: Store, view: TicketView) -> None:
             by_requester=a[3] == view.requester_id,
             source=a[4],
             created_at=a[5],
-            # A reply whose quote was trimmed shows as text: its HTML still quotes.
-            text=a[7] if trimmed else a[6],
-            html=None if trimmed else a[8],
+            text=a[6] or "",
+            html=a[8],
+            text_length=int(a[7] or 0),
         )
     if entries:
         for f in store.execute(
@@ -118,6 +138,16 @@ def load_entries(store: Store, view: TicketView) -> None:
         ).fetchall():
             entries[f[1]].files.append(FileLink(f[0], f[2] or "file", f[3], f[4], f[5]))
     view.entries = list(entries.values())
+
+
+def load_text(store: Store, ticket_id: int, entry_id: int) -> str | None:
+    """The whole shown text of a public entry of this ticket only."""
+    row = store.one(
+        "SELECT COALESCE(body_trimmed, body_text) FROM article"
+        " WHERE id = :id AND ticket_id = :ticket AND internal = :no",
+        {"id": entry_id, "ticket": ticket_id, "no": False},
+    )
+    return None if row is None else str(row[0] or "")
 
 
 def load_attachment(

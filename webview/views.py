@@ -36,9 +36,9 @@ from webview.data import TicketView
 from webview.data import load_attachment
 from webview.data import load_entries
 from webview.data import load_header
+from webview.data import load_text
 from webview.sanitize import has_remote_images
-from webview.sanitize import inline_images
-from webview.sanitize import safe_html
+from webview.sanitize import page_html
 
 __all__ = ["bp", "SAFE_TYPES"]
 
@@ -150,18 +150,19 @@ def _render(
 
 
 def _bodies(ticket: TicketView, token: str) -> dict[int, str]:
-    """The sanitized HTML of each entry that has one, its inline pictures ours."""
+    """The HTML of each entry that has one (cleaned when it arrived), its inline pictures
+    ours: one linear pass per entry, whatever the mail."""
     bodies = {}
     for entry in ticket.entries:
         if entry.html:
             urls = {
-                f.content_id.strip("<>").lower(): url_for(
+                f.content_id.strip().strip("<>").lower(): url_for(
                     "viewer.attachment", token=token, attachment_id=f.id
                 )
                 for f in entry.files
                 if f.content_id and f.content_type in INLINE_IMAGES
             }
-            bodies[entry.id] = safe_html(inline_images(entry.html, urls), g.remote_images)
+            bodies[entry.id] = page_html(entry.html, urls, g.remote_images)
     return bodies
 
 
@@ -320,6 +321,24 @@ def attachment(token: str, attachment_id: int) -> Any:
         max_age=0,
     )
     # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+@bp.get("/t/<token>/e/<int:entry_id>/text")
+def entry_text(token: str, entry_id: int) -> Any:
+    """The whole text of an entry whose page shows only its start, as a download."""
+    access = _access(token)
+    text = load_text(store(), access.ticket_id, entry_id) if entry_id < 2**31 else None
+    if text is None:
+        abort(404)
+    response = send_file(
+        io.BytesIO(text.encode("utf-8")),
+        mimetype="text/plain",
+        as_attachment=True,
+        download_name=f"message-{entry_id}.txt",
+        max_age=0,
+    )
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
 

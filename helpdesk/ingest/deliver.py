@@ -42,6 +42,8 @@ from helpdesk.store import StoreError
 from helpdesk.store import utcnow
 
 if TYPE_CHECKING:
+    from helpdesk.ingest.thread import Authentication
+    from helpdesk.ingest.thread import ThreadMatch
     from helpdesk.ingest.thread import Writer
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "report",
     "run",
     "send_after_commit",
+    "shown_as_stored",
     "too_big_outcome",
     "warm_up",
 ]
@@ -135,6 +138,10 @@ def _record_raw(store: Store, queue: str, raw: bytes, digest: str, envelope: dic
 
 
 def _requester(mail: ParsedMail, envelope: dict[str, str]) -> tuple[str, str]:
+    """Whom a new ticket is for: the strict author, else whatever address the headers
+    or the envelope give (the ticket is its own; nothing is sent to an unsure one)."""
+    if mail.author:
+        return mail.author, mail.author_name
     if mail.sender:
         return mail.sender, mail.sender_name
     sender = envelope.get("SENDER", "").strip()
@@ -258,7 +265,9 @@ def _technician_command(
         "attachments": mail.attachments,
         "source": "mail",
         "mail_id": mail_id,
-        "message_id": mail.message_id,
+        # An unproven From files a note, but its Message-ID must not become one that
+        # threads a later mail with proof it does not have.
+        "message_id": mail.message_id if (writer.technician or note) else None,
     }
     if command == "resolve" and refused is None:
         try:
@@ -299,87 +308,32 @@ def _person_mail(
 ) -> Outcome:
     """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket."""
     from helpdesk import workflow
-    from helpdesk.ingest.quotes import trim_quoted
-    from helpdesk.ingest.thread import answers_internal_note
-    from helpdesk.ingest.thread import authentication_failure
-    from helpdesk.ingest.thread import check_writer
+    from helpdesk.ingest.thread import authentication
     from helpdesk.ingest.thread import find_ticket
     from helpdesk.ingest.thread import strip_tags
 
-    email, name = _requester(mail, envelope)
     subject = mail.subject or NO_SUBJECT.get(queue.language, NO_SUBJECT["en"])
     match = find_ticket(store, settings, queue, mail, envelope)
     # A From that failed DMARC or DKIM is not the sender's to trust: no ticket of
     # someone else's takes it, and nothing is sent to that address.
-    forged = authentication_failure(settings, mail)
+    auth = authentication(settings, mail)
     refused = None
     previous_id = None
-    if match is not None:
-        writer = check_writer(store, settings, queue, match, mail, email, forged)
-        # Locked: a scheduler closing it now must not slip between this and the change.
-        status = store.scalar(
-            "SELECT status FROM ticket WHERE id = :id" + store.for_update(),
-            {"id": match.ticket_id},
-        )
-        note = writer.allowed and answers_internal_note(store, match.ticket_id, mail)
-        if (
-            writer.allowed
-            and status == "closed"
-            and not (writer.technician or writer.staff or note)
-        ):
-            # A closed ticket stays closed: the requester's news opens a new one,
-            # linked to it (as Zammad and GLPI do after their follow-up delay).
-            previous_id = match.ticket_id
-            refused = f"ticket #{match.ticket_id} ({match.via}) is closed: opened a new one"
-        elif writer.allowed:
-            author = workflow.ensure_person(store, email, name)
-            done = _technician_command(
-                store, settings, queue, match.ticket_id, author, writer, mail, mail_id, status, note
-            )
-            if done is not None:
-                reason = f"{done} by {match.via}: {writer.why}"
-                _set_verdict(store, mail_id, "followup", reason, match.ticket_id)
-                return Outcome(
-                    EX_OK,
-                    f"{done} in ticket #{match.ticket_id}",
-                    mail_id,
-                    "followup",
-                    match.ticket_id,
-                )
-            workflow.add_followup(
-                store,
-                settings,
-                queue,
-                match.ticket_id,
-                author,
-                by_technician=writer.technician,
-                subject=subject,
-                body_text=mail.text,
-                body_trimmed=trim_quoted(mail.text),
-                body_html=mail.html,
-                attachments=mail.attachments,
-                mail_id=mail_id,
-                message_id=mail.message_id,
-            )
-            who = "technician" if writer.technician else "requester side"
-            reason = f"follow-up ({who}) by {match.via}: {writer.why}"
-            if status == "resolved" and not writer.technician:
-                reason += "; reopened"
-            _set_verdict(store, mail_id, "followup", reason, match.ticket_id)
-            return Outcome(
-                EX_OK,
-                f"follow-up to ticket #{match.ticket_id}",
-                mail_id,
-                "followup",
-                match.ticket_id,
-            )
-        else:
-            refused = f"not let into ticket #{match.ticket_id} ({match.via}): {writer.why}"
-    if forged:
-        refused = "; ".join(filter(None, [refused, f"{forged}: no acknowledgement sent"]))
+    if match is not None and mail.author_problem:
+        # Who would be writing is not one address read one way: not into anyone's ticket.
+        refused = f"not let into ticket #{match.ticket_id} ({match.via}): {mail.author_problem}"
+    elif match is not None:
+        done = _followup(store, settings, queue, mail_id, mail, match, auth, subject)
+        if isinstance(done, Outcome):
+            return done
+        refused, previous_id = done
+    unsure = auth.failure or (mail.author_problem and f"{mail.author_problem}")
+    if unsure:
+        refused = "; ".join(filter(None, [refused, f"{unsure}: no acknowledgement sent"]))
     # Our tag of another ticket has no place in this one's subject: replies
     # would be offered two tickets.
     subject = strip_tags(settings, subject) or subject
+    email, name = _requester(mail, envelope)
     requester = workflow.ensure_person(store, email, name)
     # Whoever the requester copied takes part; our own aliases do not.
     copied = [
@@ -400,11 +354,114 @@ def _person_mail(
         mail_id=mail_id,
         message_id=mail.message_id,
         participant_ids=copied,
-        acknowledge=forged is None,
+        acknowledge=not unsure,
         previous_id=previous_id,
     )
     _set_verdict(store, mail_id, "ticket", refused, ticket_id)
     return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)
+
+
+def _followup(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    mail_id: int,
+    mail: ParsedMail,
+    match: ThreadMatch,
+    auth: Authentication,
+    subject: str,
+) -> Outcome | tuple[str, int | None]:
+    """Add a mail to the ticket it answers when its author may write there; else say why
+    not (and which closed ticket a new one continues) for a ticket of its own."""
+    from helpdesk import workflow
+    from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import answers_internal_note
+    from helpdesk.ingest.thread import check_writer
+    from helpdesk.ingest.thread import confirmations_answered
+
+    ticket_id = match.ticket_id
+    writer = check_writer(store, settings, queue, match, mail, mail.author, auth)
+    if not writer.allowed:
+        return f"not let into ticket #{ticket_id} ({match.via}): {writer.why}", None
+    # Locked: a scheduler closing it now must not slip between this and the change.
+    status = store.scalar(
+        "SELECT status FROM ticket WHERE id = :id" + store.for_update(), {"id": ticket_id}
+    )
+    note = answers_internal_note(store, ticket_id, mail)
+    requester_side = not (writer.technician or writer.staff or note)
+    confirmed = confirmations_answered(store, ticket_id, mail) if requester_side else []
+    if status == "closed" and requester_side and not confirmed:
+        # A closed ticket stays closed: the requester's news opens a new one,
+        # linked to it (as Zammad and GLPI do after their follow-up delay).
+        return f"ticket #{ticket_id} ({match.via}) is closed: opened a new one", ticket_id
+
+    def outcome(done: str, reason: str) -> Outcome:
+        _set_verdict(store, mail_id, "followup", reason, ticket_id)
+        return Outcome(EX_OK, done, mail_id, "followup", ticket_id)
+
+    author = workflow.ensure_person(store, mail.author, mail.author_name)
+    trimmed = trim_quoted(mail.text)
+    if writer.unverified:
+        workflow.hold_unverified(
+            store,
+            settings,
+            queue,
+            ticket_id,
+            author,
+            why=writer.why,
+            subject=subject,
+            body_text=mail.text,
+            body_trimmed=trimmed,
+            body_html=mail.html,
+            attachments=mail.attachments,
+            mail_id=mail_id,
+        )
+        return outcome(
+            f"unverified entry in ticket #{ticket_id}, confirmation asked",
+            f"unverified, by {match.via}: {writer.why}; confirmation asked",
+        )
+    published = ""
+    if confirmed:
+        actor = workflow.Actor(author, mail.author, "mail")
+        entries = workflow.confirm_unverified(
+            store, settings, queue, ticket_id, confirmed, actor, mail_id=mail_id
+        )
+        published = f"confirms mail(s) {', '.join(f'#{m}' for m in confirmed)}"
+        if entries:
+            published += f": entries {', '.join(f'#{e}' for e in entries)} made public"
+        if not trimmed.strip() and not mail.attachments:
+            # "Yes, that was me" with nothing else: the confirmation is all it says.
+            return outcome(
+                f"confirmation in ticket #{ticket_id}", f"{published} ({match.via}: {writer.why})"
+            )
+        if status == "closed":
+            return f"{published}; ticket #{ticket_id} is closed: opened a new one", ticket_id
+    done = _technician_command(
+        store, settings, queue, ticket_id, author, writer, mail, mail_id, status, note
+    )
+    if done is not None:
+        return outcome(f"{done} in ticket #{ticket_id}", f"{done} by {match.via}: {writer.why}")
+    workflow.add_followup(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        author,
+        by_technician=writer.technician,
+        subject=subject,
+        body_text=mail.text,
+        body_trimmed=trimmed,
+        body_html=mail.html,
+        attachments=mail.attachments,
+        mail_id=mail_id,
+        message_id=mail.message_id,
+    )
+    who = "technician" if writer.technician else "requester side"
+    reason = f"follow-up ({who}) by {match.via}: {writer.why}"
+    if status == "resolved" and not writer.technician:
+        reason += "; reopened"
+    reason = "; ".join(filter(None, [published, reason]))
+    return outcome(f"follow-up to ticket #{ticket_id}", reason)
 
 
 def _decide(
@@ -532,8 +589,10 @@ def deliver(
     # Pure work, done before the write lock: with 30 deliveries at once on two cores,
     # every millisecond inside it is a millisecond for each one queued behind it.
     machine = classify(raw, mail, envelope, own_marks(settings))
-    if machine is None and not _seen(store, queue.name, dedup_key):
-        warm_up(settings)
+    if machine is None:
+        shown_as_stored(mail)
+        if not _seen(store, queue.name, dedup_key):
+            warm_up(settings)
     for attempt in (1, 2):
         try:
             outcome = _decide(store, settings, queue, mail_id, mail, dedup_key, envelope, machine)
@@ -545,6 +604,29 @@ def deliver(
     if send:
         send_after_commit(store, settings, mail_id)
     return outcome
+
+
+def shown_as_stored(mail: ParsedMail) -> None:
+    """Make a person's mail what we store and show: no private link in its text, its HTML
+    cleaned once, here (helpdesk/htmlsafe.py), or, past what cleaning can take in
+    bounded time, left out of the page and kept as an attachment."""
+    from helpdesk import htmlsafe
+    from helpdesk.ingest.parsed import ParsedAttachment
+    from helpdesk.tokens import redact_links
+
+    mail.text = redact_links(mail.text)
+    if not mail.html:
+        return
+    html = redact_links(mail.html)
+    mail.html, why = htmlsafe.prepare(html)
+    if why is not None:
+        names = {a.filename for a in mail.attachments}
+        name = next(
+            n for n in (f"message{i or ''}.html" for i in range(len(names) + 1)) if n not in names
+        )
+        data = html.encode("utf-8", "replace")
+        mail.attachments.append(ParsedAttachment(name, "text/html", data))
+        mail.defects.append(f"HTML body not shown ({why}): attached as {name}")
 
 
 def _too_big(settings: Settings) -> str:

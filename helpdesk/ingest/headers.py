@@ -10,6 +10,7 @@ from typing import Any
 from helpdesk.ingest.addresses import parse_addresses
 from helpdesk.ingest.headertext import decode_header
 from helpdesk.ingest.parsed import ParsedMail
+from helpdesk.ingest.sender import strict_from
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _BARE_MSGID = re.compile(r"[^<>\s@]+@[^<>\s@]+")
@@ -52,6 +53,7 @@ def fill_headers(mail: ParsedMail, message: Message, hints: tuple[str, ...]) -> 
     mail.headers = headers
     name, addr = _pick_sender(message, hints)
     mail.sender_name, mail.sender = name, addr.lower()
+    mail.author_name, mail.author, mail.author_problem = strict_from(message, hints)
     mail.to = _recipients(message.get_all("to") or [], hints)
     mail.cc = _recipients(message.get_all("cc") or [], hints)
     mail.reply_to = _recipients(message.get_all("reply-to") or [], hints)

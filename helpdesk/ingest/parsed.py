@@ -22,8 +22,16 @@ class ParsedAttachment:
 class ParsedMail:
     """What the rest of the pipe needs to know about one message."""
 
+    # Read leniently (From, else Sender, Reply-To, Return-Path): for machine mail and
+    # for naming a new ticket's requester.
     sender: str = ""
     sender_name: str = ""
+    # The single address of the single From header, read strictly (ingest/sender.py):
+    # the only identity that may write into an existing ticket; "" with author_problem
+    # saying why when there is none.
+    author: str = ""
+    author_name: str = ""
+    author_problem: str | None = None
     to: list[tuple[str, str]] = field(default_factory=list)
     cc: list[tuple[str, str]] = field(default_factory=list)
     reply_to: list[tuple[str, str]] = field(default_factory=list)

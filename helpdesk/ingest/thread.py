@@ -8,9 +8,12 @@ First match wins, strongest proof first (research/anchors.md, DESIGN.md
    ticket of this queue;
 3. the subject tag `[TAG #123]`.
 A signed address is enough to write. Otherwise only the requester, a participant
-or a technician of the ticket (its group's, its queue's, the one who has it) may;
-a DMARC or DKIM failure for the sender's domain, reported by an MTA we trust,
-makes anyone a stranger.
+or a technician of the ticket (its group's, its queue's, the one who has it) may,
+named by the mail's strict author (ingest/sender.py); a DMARC or DKIM failure for
+the author's domain, reported by an MTA we trust, makes anyone a stranger. The
+subject tag alone proves nothing (anyone can write a From and a ticket number):
+without a Message-ID of the ticket or a trusted DMARC pass, the requester's words
+are kept unverified until a reply to our confirmation request proves them.
 """
 
 from __future__ import annotations
@@ -32,13 +35,19 @@ __all__ = [
     "Writer",
     "find_ticket",
     "check_writer",
-    "authentication_failure",
+    "Authentication",
+    "authentication",
+    "confirmations_answered",
+    "CONFIRM_KIND",
     "strip_tags",
     "answers_internal_note",
     "command_of",
 ]
 
 _MAX_REFERENCES = 50
+VIA_REFERENCES = "In-Reply-To/References"
+# The outbox kind of the mail that asks an unverified writer to confirm their words.
+CONFIRM_KIND = "confirm"
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class Writer:
     # A technician of the ticket whose mail lacks the proof that gives them a voice
     # towards the requester: they may still write internal notes.
     staff: bool = False
+    # The requester (or a participant) by the subject tag alone: what they write is
+    # kept apart, unverified, until a reply to our confirmation request proves it.
+    unverified: bool = False
 
 
 def _ticket_in_queue(store: Store, ticket_id: int, queue: Queue) -> bool:
@@ -152,7 +164,7 @@ def find_ticket(
         return ThreadMatch(ticket_id, "signed reply address", True)
     ticket_id = _by_references(store, queue, mail)
     if ticket_id is not None:
-        return ThreadMatch(ticket_id, "In-Reply-To/References", False)
+        return ThreadMatch(ticket_id, VIA_REFERENCES, False)
     ticket_id = _by_subject(store, settings, queue, mail.subject)
     if ticket_id is not None:
         return ThreadMatch(ticket_id, "subject tag", False)
@@ -163,11 +175,27 @@ _RESULT = re.compile(r"^\s*(dkim|dmarc)\s*=\s*([a-z]+)\b(.*)$", re.IGNORECASE | 
 _PROPERTY = re.compile(r"\b(header\.(?:from|d|i))\s*=\s*\"?([^\s;\"()]+)", re.IGNORECASE)
 
 
-def authentication_failure(settings: Settings, mail: ParsedMail) -> str | None:
-    """Say which DMARC or DKIM failure for the sender's domain a trusted MTA reported."""
-    if not settings.trusted_authserv_ids or "@" not in mail.sender:
-        return None
-    domain = mail.sender.rpartition("@")[2].lower()
+@dataclass(frozen=True)
+class Authentication:
+    """What our trusted MTA said of the From domain: a failure that makes the author a
+    stranger, or a pass that proves the From (each names the result and its server)."""
+
+    failure: str | None = None
+    proof: str | None = None
+
+
+def authentication(settings: Settings, mail: ParsedMail) -> Authentication:
+    """Read the trusted Authentication-Results about the domain of the mail's author.
+
+    Only results about exactly that domain count: a `dmarc=fail` refuses it (so does a
+    DKIM failure without any pass); a `dmarc=pass`, or a `dkim=pass` whose signing
+    domain is the From domain, proves it. A result about another domain, `none`,
+    `temperror`, or any header whose authserv-id we do not trust, counts for nothing;
+    a failure outweighs a pass (an attacker may add headers below our MTA's own).
+    """
+    if not settings.trusted_authserv_ids or "@" not in mail.author:
+        return Authentication()
+    domain = mail.author.rpartition("@")[2].lower()
     dmarc: dict[str, str] = {}
     dkim: dict[str, str] = {}
     for value in mail.headers.get("authentication-results", []):
@@ -181,21 +209,24 @@ def authentication_failure(settings: Settings, mail: ParsedMail) -> str | None:
                 continue
             method, result = match.group(1).lower(), match.group(2).lower()
             props = {k.lower(): v.lower() for k, v in _PROPERTY.findall(match.group(3))}
-            about = props.get("header.from") or props.get("header.d") or ""
-            about = about.rpartition("@")[2]
-            if about != domain:
-                continue
             if method == "dmarc":
-                dmarc[result] = server
-            elif method == "dkim":
-                dkim[result] = server
+                about = props.get("header.from", "")
+            else:  # DKIM is aligned when the signing domain is the From domain
+                about = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
+            if about.rpartition("@")[2] != domain:
+                continue
+            (dmarc if method == "dmarc" else dkim).setdefault(result, server)
     # DMARC is the verdict on the From domain: when it passed (say through SPF), a
     # signature broken on the way (a list footer) does not make the sender a forger.
     if "fail" in dmarc:
-        return f"DMARC fail for {domain} reported by {dmarc['fail']}"
+        return Authentication(failure=f"DMARC fail for {domain} reported by {dmarc['fail']}")
     if "pass" not in dmarc and "fail" in dkim and "pass" not in dkim:
-        return f"DKIM fail for {domain} reported by {dkim['fail']}"
-    return None
+        return Authentication(failure=f"DKIM fail for {domain} reported by {dkim['fail']}")
+    if "pass" in dmarc:
+        return Authentication(proof=f"DMARC pass for {domain} reported by {dmarc['pass']}")
+    if "pass" in dkim:
+        return Authentication(proof=f"DKIM pass for {domain} reported by {dkim['pass']}")
+    return Authentication()
 
 
 def _answers_ours(
@@ -228,10 +259,12 @@ def check_writer(
     match: ThreadMatch,
     mail: ParsedMail,
     sender: str,
-    forged: str | None,
+    auth: Authentication,
 ) -> Writer:
-    """Decide whether the sender may add to the matched ticket, and as a technician or not;
-    `forged` is what authentication_failure() said of the mail."""
+    """Decide whether the sender (the mail's strict author) may add to the matched ticket,
+    as a technician or not, and whether what they write waits for their confirmation;
+    `auth` is what authentication() said of the mail."""
+    forged = auth.failure
     is_technician = may_speak_as_technician(store, settings, queue, match.ticket_id, sender)
     requester = store.scalar(
         "SELECT p.email FROM ticket t JOIN person p ON p.id = t.requester_id WHERE t.id = :id",
@@ -265,20 +298,54 @@ def check_writer(
     if is_technician:
         return Writer(True, False, unproven, staff=True)
     if sender == requester:
-        return Writer(True, False, f"{sender} is the requester")
-    participant = store.scalar(
-        "SELECT 1 FROM participant pa JOIN person p ON p.id = pa.person_id"
-        " WHERE pa.ticket_id = :id AND p.email = :email",
-        {"id": match.ticket_id, "email": sender},
-    )
-    if participant is not None:
-        return Writer(True, False, f"{sender} takes part in ticket #{match.ticket_id}")
+        who = f"{sender} is the requester"
+    elif (
+        store.scalar(
+            "SELECT 1 FROM participant pa JOIN person p ON p.id = pa.person_id"
+            " WHERE pa.ticket_id = :id AND p.email = :email",
+            {"id": match.ticket_id, "email": sender},
+        )
+        is not None
+    ):
+        who = f"{sender} takes part in ticket #{match.ticket_id}"
+    else:
+        return Writer(
+            False,
+            False,
+            f"{sender or 'an unknown sender'} is not the requester, a participant or a"
+            f" technician of ticket #{match.ticket_id}",
+        )
+    # A From alone is anyone's to write, and ticket numbers are sequential: the tag
+    # must come with proof that the writer is in the conversation (a Message-ID of the
+    # ticket's, or our MTA's DMARC pass), or the words wait for the real address to
+    # confirm them.
+    if match.via == VIA_REFERENCES:
+        return Writer(True, False, f"{who}; the mail names a Message-ID of the ticket")
+    if auth.proof:
+        return Writer(True, False, f"{who}; {auth.proof}")
     return Writer(
+        True,
         False,
-        False,
-        f"{sender or 'an unknown sender'} is not the requester, a participant or a technician"
-        f" of ticket #{match.ticket_id}",
+        f"{who}, but nothing besides the subject tag shows the mail belongs to the ticket:"
+        f" kept as unverified until {sender} confirms it",
+        unverified=True,
     )
+
+
+def confirmations_answered(store: Store, ticket_id: int, mail: ParsedMail) -> list[int]:
+    """The mails held as unverified in a ticket whose confirmation requests this mail
+    answers (by their Message-ID): their author has confirmed them."""
+    ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
+    ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
+    if not ids:
+        return []
+    in_list, names = _in_list(ids)
+    rows = store.execute(
+        "SELECT DISTINCT mail_id FROM outbox_message WHERE ticket_id = :ticket"
+        f" AND kind = :kind AND mail_id IS NOT NULL AND message_id IN ({in_list})",
+        {"ticket": ticket_id, "kind": CONFIRM_KIND, **names},
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows)
 
 
 def answers_internal_note(store: Store, ticket_id: int, mail: ParsedMail) -> bool:

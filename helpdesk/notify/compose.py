@@ -7,8 +7,11 @@ or not, must never start a header of its own.
 
 from __future__ import annotations
 
+import hashlib
+import quopri
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from email.errors import NonASCIILocalPartDefect
@@ -22,7 +25,16 @@ from helpdesk.ingest.classify import LOOP_HEADER
 from helpdesk.ingest.classify import OUR_ID_PREFIX
 from helpdesk.store import utcnow
 
-__all__ = ["Outgoing", "compose", "new_message_id", "one_line", "LOOP_HEADER"]
+__all__ = [
+    "Outgoing",
+    "compose",
+    "new_message_id",
+    "one_line",
+    "link_marker",
+    "with_link",
+    "without_links",
+    "LOOP_HEADER",
+]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _MAX_IDS = 20
@@ -136,3 +148,51 @@ def _check_header_names(data: bytes, expected: list[str]) -> None:
     written = BytesHeaderParser(policy=compat32).parsebytes(data).keys()
     if [n.lower() for n in written] != [n.lower() for n in expected]:
         raise ValueError(f"header block differs from the headers set: {written}")
+
+
+# -- the private link, filled in only when the mail is sent ---------------------------
+
+_TOKEN_URL = re.compile(rb"https?://[^\s<>\"']*?/t/[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+def link_marker(message_id: str) -> str:
+    """What a mail's body holds where its private link will be: made of its own
+    Message-ID, so that no writer of a quoted text can plant one that becomes a link."""
+    digest = hashlib.sha256(f"helpdesk-link\0{message_id}".encode("utf-8", "replace"))
+    return f"[private-link-{digest.hexdigest()[:24]}]"
+
+
+def _body(data: bytes) -> tuple[bytes, bytes] | None:
+    """The header block (with its blank line) and the decoded body of a message we
+    composed (one text part, quoted-printable); None for anything else."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep or b"content-transfer-encoding: quoted-printable" not in head.lower():
+        return None
+    return head + sep, quopri.decodestring(body)
+
+
+def _encoded(head: bytes, text: bytes) -> bytes:
+    body = quopri.encodestring(text.replace(b"\r\n", b"\n"))
+    return head + body.replace(b"\n", b"\r\n")
+
+
+def with_link(data: bytes, marker: str, url: Callable[[], str]) -> bytes | None:
+    """The message with its link marker replaced by the URL `url()` makes, re-encoded;
+    None (and no URL made) when the message holds no such marker."""
+    parts = _body(data)
+    if parts is None or marker.encode() not in parts[1]:
+        return None
+    head, text = parts
+    return _encoded(head, text.replace(marker.encode(), url().encode()))
+
+
+def without_links(data: bytes, marker: str) -> bytes:
+    """A stored message with any private link (`.../t/<token>`) in its body replaced by
+    its marker: what older versions stored in the outbox, made harmless."""
+    parts = _body(data)
+    if parts is None:
+        return _TOKEN_URL.sub(marker.encode(), data)
+    head, text = parts
+    if not _TOKEN_URL.search(text):
+        return data
+    return _encoded(head, _TOKEN_URL.sub(marker.encode(), text))

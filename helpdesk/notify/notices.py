@@ -9,13 +9,13 @@ import logging
 from typing import Any
 
 from helpdesk import people
-from helpdesk import tokens
 from helpdesk.config import Queue
 from helpdesk.config import Settings
 from helpdesk.ingest.quotes import REPLY_MARKER_EN
 from helpdesk.ingest.quotes import REPLY_MARKER_FR
 from helpdesk.notify import outbox
 from helpdesk.notify.compose import Outgoing
+from helpdesk.notify.compose import link_marker
 from helpdesk.notify.compose import new_message_id
 from helpdesk.notify.render import render
 from helpdesk.replyaddress import reply_address
@@ -29,6 +29,7 @@ __all__ = [
     "resolved",
     "closed",
     "reopened",
+    "confirmation_asked",
     "REPLY_MARKERS",
 ]
 
@@ -127,8 +128,10 @@ class _Sender:
         *,
         to_technician: bool,
         auto_submitted: str = "auto-generated",
+        link: bool = False,
     ) -> int:
         language = self.queue.language
+        message_id = new_message_id(self.ticket["id"], self.domain)
         values = {
             **context,
             "ticket": self.ticket,
@@ -136,6 +139,10 @@ class _Sender:
             "marker": REPLY_MARKERS[language],
             "signature": self.queue.display_name or self.queue.name,
         }
+        if link:
+            # The private link is made when the mail is sent (notify/outbox.py): what is
+            # stored holds only this marker, so no copy of the database opens the ticket.
+            values["link"] = link_marker(message_id)
         try:
             rendered = render(kind, language, values, self.settings.templates)
         except Exception:  # noqa: BLE001 - a sysadmin's template must not defer mail forever
@@ -152,7 +159,7 @@ class _Sender:
             to_name=to_name,
             subject=f"{tag} {rendered.subject}",
             body=rendered.body,
-            message_id=new_message_id(self.ticket["id"], self.domain),
+            message_id=message_id,
             instance=self.settings.instance,
             reply_to=reply_address(
                 self.settings.signing_key(), self.queue.name, self.ticket["id"], from_addr
@@ -172,10 +179,6 @@ class _Sender:
             per_ticket_cap=to_technician,
         )
 
-    def link(self) -> str:
-        token = tokens.new_token(self.store, self.ticket["id"], self.ticket["requester_id"])
-        return tokens.link(self.settings.base_url, token)
-
     def technicians(self, *, besides: str = "") -> list[tuple[str, str]]:
         """The ticket's technician once taken, else its group; never the writer."""
         return [
@@ -187,14 +190,13 @@ class _Sender:
         ]
 
     def to_requester(self, kind: str, context: dict[str, Any], *, link: bool = True) -> int:
-        if link:
-            context = {**context, "link": self.link()}
         return self.send(
             kind,
             self.ticket["requester"],
             self.ticket["requester_name"],
             context,
             to_technician=False,
+            link=link,
         )
 
 
@@ -221,9 +223,10 @@ def ticket_opened(
                 "ack",
                 ticket["requester"],
                 ticket["requester_name"],
-                {**article, "link": sender.link(), "previous": previous_id},
+                {**article, "previous": previous_id},
                 to_technician=False,
                 auto_submitted="auto-replied",  # RFC 3834: an answer to their mail
+                link=True,
             )
         )
     for email, name in sender.technicians():
@@ -362,4 +365,43 @@ def reopened(
     return [
         sender.send("reopened", email, name, {**article, "by": by}, to_technician=True)
         for email, name in sender.technicians(besides=by)
+    ]
+
+
+# What a confirmation request quotes of the words it asks about: enough to recognise
+# them, not a channel for a stranger's long text.
+CONFIRM_EXCERPT = 2_000
+
+
+def confirmation_asked(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    mail_id: int | None,
+) -> list[int]:
+    """Ask the author of an entry held as unverified to confirm it by replying: the reply
+    names this mail's Message-ID, which only that address received.
+
+    Capped like any automatic mail, and per ticket: a forger sending tagged mail in
+    someone's name makes the real address hear of it a few times, not a flood.
+    """
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    text = article["text"]
+    if len(text) > CONFIRM_EXCERPT:
+        text = text[:CONFIRM_EXCERPT].rstrip() + "\n[...]"
+    held_id = store.scalar("SELECT message_id FROM mail_record WHERE id = :id", {"id": mail_id})
+    sender = _Sender(store, settings, queue, ticket, mail_id, held_id)
+    return [
+        sender.send(
+            "confirm",
+            article["author"],
+            article["author_name"],
+            {**article, "text": text},
+            to_technician=True,  # counted per ticket, as a loop through one ticket would be
+            auto_submitted="auto-replied",
+        )
     ]

@@ -21,6 +21,8 @@ from typing import Any
 from helpdesk.config import Settings
 from helpdesk.notify.compose import Outgoing
 from helpdesk.notify.compose import compose
+from helpdesk.notify.compose import link_marker
+from helpdesk.notify.compose import with_link
 from helpdesk.notify.ratecap import over_cap
 from helpdesk.store import Store
 from helpdesk.store import StoreError
@@ -146,7 +148,9 @@ def _due(
     return [int(row[0]) for row in store.execute(sql, params).fetchall()]
 
 
-def _claim(store: Store, outbox_id: int, now_too: bool) -> tuple[str, str, bytes, int] | None:
+def _claim(
+    store: Store, settings: Settings, outbox_id: int, now_too: bool
+) -> tuple[str, str, bytes, int] | None:
     now = utcnow()
     with store.transaction():
         claimed = store.execute(
@@ -157,11 +161,37 @@ def _claim(store: Store, outbox_id: int, now_too: bool) -> tuple[str, str, bytes
         if claimed != 1:
             return None  # another flusher has it
         row = store.one(
-            "SELECT envelope_from, to_addr, data, tries FROM outbox_message WHERE id = :id",
+            "SELECT envelope_from, to_addr, data, tries, message_id, ticket_id"
+            " FROM outbox_message WHERE id = :id",
             {"id": outbox_id},
         )
-    assert row is not None
-    return str(row[0]), str(row[1]), bytes(row[2]), int(row[3])
+        assert row is not None
+        data = bytes(row[2])
+        if row[5] is not None:
+            data = _with_private_link(store, settings, int(row[5]), str(row[4]), data)
+    return str(row[0]), str(row[1]), data, int(row[3])
+
+
+def _with_private_link(
+    store: Store, settings: Settings, ticket_id: int, message_id: str, data: bytes
+) -> bytes:
+    """The message as it goes out: its link marker replaced by a fresh private link.
+
+    The token is made here, in the claim's transaction, and only its hash is stored:
+    neither the stored message nor anything else in the database opens the ticket.
+    A second try (after a temporary failure) makes another one; the unsent ones open
+    nothing anyone knows.
+    """
+    from helpdesk import tokens
+
+    def fresh_link() -> str:
+        requester = store.scalar(
+            "SELECT requester_id FROM ticket WHERE id = :id", {"id": ticket_id}
+        )
+        token = tokens.new_token(store, ticket_id, int(requester))
+        return tokens.link(settings.base_url, token)
+
+    return with_link(data, link_marker(message_id), fresh_link) or data
 
 
 def _finish(store: Store, outbox_id: int, status: str, error: str | None, tries: int) -> None:
@@ -216,7 +246,7 @@ def flush(
     failures_in_a_row = 0
     try:
         for outbox_id in due:
-            claimed = _claim(store, outbox_id, not due_only)
+            claimed = _claim(store, settings, outbox_id, not due_only)
             if claimed is None:
                 continue
             envelope_from, to_addr, data, tries = claimed
