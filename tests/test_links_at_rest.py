@@ -180,3 +180,21 @@ def test_older_outbox_rows_lose_their_links_in_the_migration(db_url: str, tmp_pa
     text = quopri.decodestring(bytes(data)).decode()
     assert token not in text and link_marker(old.message_id) in text
     assert "Votre lien privé" in text
+
+
+def test_a_link_pasted_into_the_form_is_not_kept(config: Path) -> None:
+    from webview import create_app
+
+    _deliver(config, make_mail())
+    link = LINK.search(run_cli(config, "ticket", "link", "1").stdout).group(0)
+    path = "/t/" + link.rsplit("/t/", 1)[1]
+    app = create_app(settings=load_settings(config))
+    client = app.test_client()
+    form = client.get(path).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    posted = client.post(path, data={"csrf_token": csrf, "description": f"Mon lien : {link}"})
+    assert posted.status_code == 303
+    last = cli_json(config, "ticket", "show", "1")["articles"][-1]
+    assert last["body_text"] == "Mon lien : https://helpdesk.univ.example/t/…"
+    news = [m for m in _sent(config) if "suivi" in m["Subject"].lower()]
+    assert news and all(path not in m.get_content() for m in news)

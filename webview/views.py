@@ -190,6 +190,8 @@ def add_followup(token: str) -> Any:
     ]
     if not text and not files:
         return _page(token, access, error="empty", text=text, code=400)
+    # A pasted link would reach the technicians' mail, and the key to the page with it.
+    text = tokens.redact_links(text)
     settings = settings_of()
     db = store()
     with db.transaction():
