@@ -613,6 +613,31 @@ def ticket_reopen(obj: Context, ticket_id: int, as_email: str | None, message: s
     click.echo(f"ticket #{ticket_id} reopened")
 
 
+@ticket.command("confirm")
+@click.argument("ticket_id", type=ID)
+@click.argument("entry_id", type=ID)
+@AS_TECH
+@pass_ctx
+def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -> None:
+    """Make an unverified entry public, as if its author had confirmed it (say, by phone)."""
+    from helpdesk import workflow
+
+    def change(store: Any, queue: Any) -> list[int]:
+        tech, email = _technician(store, obj.settings, as_email)
+        held = store.scalar(
+            "SELECT mail_id FROM article WHERE id = :id AND ticket_id = :ticket"
+            " AND unverified = :yes",
+            {"id": entry_id, "ticket": ticket_id, "yes": True},
+        )
+        if held is None:
+            raise click.ClickException(f"ticket #{ticket_id} has no unverified entry #{entry_id}")
+        actor = workflow.Actor(tech, email, "cli")
+        return workflow.confirm_unverified(store, obj.settings, queue, ticket_id, [held], actor)
+
+    _change(obj, ticket_id, change)
+    click.echo(f"entry #{entry_id} of ticket #{ticket_id} confirmed: it is public now")
+
+
 @ticket.command("history")
 @click.argument("ticket_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")

@@ -367,3 +367,17 @@ def _page_text(config: Path) -> str:
     assert response.status_code == 200
     return response.get_data(as_text=True)
 
+
+
+def test_a_technician_may_confirm_an_unverified_entry_from_the_cli(config: Path) -> None:
+    _alice_ticket(config)
+    raw, _mid = _mail(f"From: <{ALICE}>", TAGGED, "Confirmé par téléphone.")
+    _deliver(config, raw)
+    entry = _ticket(config)["articles"][1]["id"]
+    refused = run_cli(config, "ticket", "confirm", "1", "1", "--as", "jean.tech@univ.example")
+    assert refused.returncode == 1 and "no unverified entry #1" in refused.stderr
+    done = run_cli(config, "ticket", "confirm", "1", str(entry), "--as", "jean.tech@univ.example")
+    assert done.returncode == 0, done.stderr
+    article = _ticket(config)["articles"][1]
+    assert (article["internal"], article["unverified"]) == (False, False)
+    assert "Confirmé par téléphone." in _page_text(config)
