@@ -589,10 +589,9 @@ def deliver(
     # Pure work, done before the write lock: with 30 deliveries at once on two cores,
     # every millisecond inside it is a millisecond for each one queued behind it.
     machine = classify(raw, mail, envelope, own_marks(settings))
-    if machine is None:
-        shown_as_stored(mail)
-        if not _seen(store, queue.name, dedup_key):
-            warm_up(settings)
+    if machine is None and not _seen(store, queue.name, dedup_key):
+        shown_as_stored(mail)  # a duplicate's text is never stored: no cleaning for it
+        warm_up(settings)
     for attempt in (1, 2):
         try:
             outcome = _decide(store, settings, queue, mail_id, mail, dedup_key, envelope, machine)
