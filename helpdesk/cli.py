@@ -112,7 +112,30 @@ class _Group(click.Group):
             raise click.ClickException(f"database: {' '.join(str(cause).split())}{hint}") from None
 
 
-ID = click.IntRange(1, 2**31 - 1)
+class _Id(click.ParamType):
+    """A row id. Not a number: a usage error. A number no row can have (0, or beyond
+    the database's integer columns): the same one line as a missing row, exit 1."""
+
+    name = "id"
+
+    def __init__(self, noun: str) -> None:
+        self.noun = noun
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from helpdesk.store import MAX_ID
+
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"{text[:40]!r} is not an id (a whole number)", param, ctx)
+        digits = text.lstrip("0")
+        if not digits or len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+            shown = digits[:20] + ("..." if len(digits) > 20 else "")
+            raise click.ClickException(f"no {self.noun} #{shown or 0}")
+        return int(digits)
+
+
+TICKET_ID = _Id("ticket")
+MAIL_ID = _Id("mail")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -239,7 +262,7 @@ def ticket_list(
 
 
 @ticket.command("show")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
@@ -330,7 +353,7 @@ def _attachment_row(f: Any) -> dict[str, Any]:
 
 
 @ticket.command("link")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--revoke", is_flag=True, help="Revoke every link of the ticket instead.")
 @pass_ctx
 def ticket_link(obj: Context, ticket_id: int, revoke: bool) -> None:
@@ -468,7 +491,7 @@ def _writing(message_help: str) -> Any:
     def decorate(command: Any) -> Any:
         for option in reversed(
             [
-                click.argument("ticket_id", type=ID),
+                click.argument("ticket_id", type=TICKET_ID),
                 AS_TECH,
                 click.option("--message", "-m", help=message_help),
                 click.option(
@@ -487,7 +510,7 @@ def _writing(message_help: str) -> Any:
 
 
 @ticket.command("take")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @AS_TECH
 @pass_ctx
 def ticket_take(obj: Context, ticket_id: int, as_email: str) -> None:
@@ -505,7 +528,7 @@ def ticket_take(obj: Context, ticket_id: int, as_email: str) -> None:
 
 
 @ticket.command("assign")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.argument("email")
 @click.option("--as", "as_email", metavar="EMAIL", help="Who assigns it (default: you, cli:LOGIN).")
 @pass_ctx
@@ -618,7 +641,7 @@ def _cli_actor(store: Any, settings: Settings, as_email: str | None) -> Any:
 
 
 @ticket.command("close")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
 @pass_ctx
 def ticket_close(obj: Context, ticket_id: int, as_email: str | None) -> None:
@@ -634,7 +657,7 @@ def ticket_close(obj: Context, ticket_id: int, as_email: str | None) -> None:
 
 
 @ticket.command("reopen")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
 @click.option("--message", "-m", help="Why, as a public entry (needs --as).")
 @pass_ctx
@@ -654,7 +677,7 @@ def ticket_reopen(obj: Context, ticket_id: int, as_email: str | None, message: s
 
 
 @ticket.command("history")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def ticket_history(obj: Context, ticket_id: int, as_json: bool) -> None:
@@ -1065,7 +1088,7 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
 
 
 @mail.command("show")
-@click.argument("mail_id", type=ID)
+@click.argument("mail_id", type=MAIL_ID)
 @click.option(
     "--raw",
     is_flag=True,
@@ -1286,7 +1309,7 @@ def _outbox_line(r: dict[str, Any]) -> str:
 
 @outbox.command("list")
 @click.option("--status", "-s", help="Only this status (queued, sent, failed, capped, ...).")
-@click.option("--ticket", "ticket_id", type=ID, help="Only the mail of this ticket.")
+@click.option("--ticket", "ticket_id", type=TICKET_ID, help="Only the mail of this ticket.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def outbox_list(obj: Context, status: str | None, ticket_id: int | None, as_json: bool) -> None:

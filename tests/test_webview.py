@@ -201,6 +201,15 @@ def test_attachments_are_downloads_with_a_safe_type(config: Path) -> None:
     assert client.get(f"{_link(config, 2)}/a/{files['page.html']}").status_code == 404
 
 
+@pytest.mark.parametrize("number", [0, 2**31, 2**63 - 1, 2**63, 2**64, 10**30])
+def test_an_attachment_id_no_row_can_have_is_404(config: Path, number: int) -> None:
+    _deliver(config, WITH_FILES)
+    client = _app(config).test_client()
+    link = _link(config)
+    assert client.get(f"{link}/a/{number}").status_code == 404
+    assert client.get(f"{link}/a/1").status_code == 200  # the link itself still works
+
+
 def test_internal_entries_and_their_files_stay_hidden(config: Path) -> None:
     _deliver(config, WITH_FILES)
     db_execute(config, "UPDATE article SET internal = :yes WHERE id = 1", yes=True)

@@ -28,6 +28,7 @@ from helpdesk import tokens
 from helpdesk import workflow
 from helpdesk.config import Queue
 from helpdesk.ingest.parsed import ParsedAttachment
+from helpdesk.store import MAX_ID
 from helpdesk.store import Store
 from helpdesk.tokens import Access
 from webview.app import settings_of
@@ -304,7 +305,9 @@ def _send_notifications(ticket_id: int) -> None:
         log.exception("ticket #%s: notifications stay queued", ticket_id)
 
 
-@bp.get("/t/<token>/a/<int:attachment_id>")
+# An id beyond the integer columns names no attachment: 404 before any query (SQLite
+# cannot even bind a number past 64 bits).
+@bp.get(f"/t/<token>/a/<int(max={MAX_ID}):attachment_id>")
 def attachment(token: str, attachment_id: int) -> Any:
     """An attachment, always as a download, never rendered by the browser."""
     access = _access(token)
