@@ -201,6 +201,55 @@ def test_attachments_are_downloads_with_a_safe_type(config: Path) -> None:
     assert client.get(f"{_link(config, 2)}/a/{files['page.html']}").status_code == 404
 
 
+TRICKY_NAMES = ["invoice\u202efdp.exe", "CON.txt", "rap\u200bport\u2066.pdf"]
+
+
+def _tricky_files() -> bytes:
+    """A mail whose attachments are named to deceive (RFC 2231 names, UTF-8)."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "Alice Martin <alice@univ.example>"
+    msg["To"] = "dsi.support@univ.example"
+    msg["Subject"] = "Facture"
+    msg["Message-ID"] = "<tricky-1@univ.example>"
+    msg.set_content("Voici la facture.\n")
+    for name in TRICKY_NAMES:
+        msg.add_attachment(b"MZ", maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+def test_an_attachment_shows_and_downloads_by_a_safe_name(config: Path) -> None:
+    _deliver(config, _tricky_files())
+    client = _app(config).test_client()
+    link = _link(config)
+    files = cli_json(config, "ticket", "show", "1")["articles"][0]["attachments"]
+    assert [f["filename"] for f in files] == TRICKY_NAMES  # stored as they came
+    page = client.get(link).get_data(as_text=True)
+    assert "\u202e" not in page and "\u200b" not in page and "\u2066" not in page
+    for shown in ("invoicefdp.exe", "_CON.txt", "rapport.pdf"):
+        assert f" download>{shown}</a>" in page, page
+    dispositions = [client.get(f"{link}/a/{f['id']}").headers["Content-Disposition"] for f in files]
+    assert dispositions == [
+        "attachment; filename=invoicefdp.exe",
+        "attachment; filename=_CON.txt",
+        "attachment; filename=rapport.pdf",
+    ]
+
+
+def test_the_technicians_mail_names_the_files_safely(config: Path, tmp_path: Path) -> None:
+    _deliver(config, _tricky_files())
+    sent = [p.read_bytes().decode() for p in sorted((tmp_path / "sent").glob("*.eml"))]
+    tech = [m for m in sent if "jean.tech@univ.example" in m.split("\r\n\r\n")[0]]
+    assert tech, sent
+    from email import message_from_string
+    from email.policy import default
+
+    body = message_from_string(tech[0], policy=default).get_content()
+    assert "invoicefdp.exe, _CON.txt, rapport.pdf" in body, body
+    assert "\u202e" not in body and "\u200b" not in body
+
+
 @pytest.mark.parametrize("number", [0, 2**31, 2**63 - 1, 2**63, 2**64, 10**30])
 def test_an_attachment_id_no_row_can_have_is_404(config: Path, number: int) -> None:
     _deliver(config, WITH_FILES)

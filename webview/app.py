@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFProtect
 from helpdesk.config import ConfigError
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
+from helpdesk.display import safe_filename
 from helpdesk.store import Store
 from helpdesk.store import StoreError
 from webview import i18n
@@ -129,6 +130,9 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     @app.template_filter("when")
     def _when(value: Any) -> str:
         return i18n.format_time(value, g.language, settings.timezone)
+
+    # An attachment's name as shown and downloaded: no bidi trick, no device name.
+    app.add_template_filter(safe_filename, "shown_name")
 
     @app.template_filter("size")
     def _size(value: int) -> str:

@@ -27,6 +27,7 @@ from markupsafe import Markup
 from helpdesk import tokens
 from helpdesk import workflow
 from helpdesk.config import Queue
+from helpdesk.display import safe_filename
 from helpdesk.ingest.parsed import ParsedAttachment
 from helpdesk.store import MAX_ID
 from helpdesk.store import Store
@@ -319,7 +320,7 @@ def attachment(token: str, attachment_id: int) -> Any:
         io.BytesIO(data),
         mimetype=content_type if content_type in SAFE_TYPES else "application/octet-stream",
         as_attachment=True,
-        download_name=filename,
+        download_name=safe_filename(filename),
         max_age=0,
     )
     # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.
