@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
 from typing import Any
 
 import click
 
+from helpdesk import display
 from helpdesk.config import ConfigError
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
@@ -52,11 +54,38 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _emit(data: Any, as_json: bool, text: str) -> None:
+# The values that are a text of many lines; every other string is one line.
+_MULTILINE = {"body_text", "body_shown", "body_html"}
+
+
+def _shown(data: Any, key: str = "") -> Any:
+    """The data with each string escaped for the terminal (display.for_terminal)."""
+    if isinstance(data, str):
+        return display.for_terminal(data, multiline=key in _MULTILINE)
+    if isinstance(data, dict):
+        return {k: _shown(v, k) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_shown(v, key) for v in data]
+    return data
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print a text: no control or invisible character reaches the terminal raw."""
+    click.echo(display.for_terminal(text, multiline=True), err=err)
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """Print what a command read: as JSON, else as the text `text` makes of it.
+
+    Subjects, names, bodies, file names are the senders' to choose: `text` is given
+    the data with every string escaped, so an ESC, a C1 control, a bidi override
+    or a line feed in a subject shows as an escape and does nothing. JSON keeps
+    every character, the unsafe ones as \\uXXXX escapes.
+    """
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        click.echo(display.for_json(json.dumps(data, ensure_ascii=False, indent=2)))
     else:
-        click.echo(text)
+        _echo(text(_shown(data)))
 
 
 class _Group(click.Group):
@@ -65,6 +94,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:
+            # An error may name what was stored (an address, a file): shown escaped.
+            exc.message = display.for_terminal(exc.message, multiline=True)
+            raise
         except Exception as exc:
             from helpdesk.store import StoreError
 
@@ -79,7 +112,30 @@ class _Group(click.Group):
             raise click.ClickException(f"database: {' '.join(str(cause).split())}{hint}") from None
 
 
-ID = click.IntRange(1, 2**31 - 1)
+class _Id(click.ParamType):
+    """A row id. Not a number: a usage error. A number no row can have (0, or beyond
+    the database's integer columns): the same one line as a missing row, exit 1."""
+
+    name = "id"
+
+    def __init__(self, noun: str) -> None:
+        self.noun = noun
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from helpdesk.store import MAX_ID
+
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()):
+            self.fail(f"{text[:40]!r} is not an id (a whole number)", param, ctx)
+        digits = text.lstrip("0")
+        if not digits or len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+            shown = digits[:20] + ("..." if len(digits) > 20 else "")
+            raise click.ClickException(f"no {self.noun} #{shown or 0}")
+        return int(digits)
+
+
+TICKET_ID = _Id("ticket")
+MAIL_ID = _Id("mail")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,16 +249,20 @@ def ticket_list(
         )
     with obj.session() as session:
         rows = [_ticket_row(t) for t in session.scalars(query.order_by(Ticket.id.desc()))]
-    lines = [
-        f"#{r['id']:<6} {r['queue']:<16} {r['status']:<9} {r['assignee'] or '-':<28} "
-        f"{r['requester']:<32} {r['subject']}"
-        for r in rows
-    ]
-    _emit(rows, as_json, "\n".join(lines) if lines else "no tickets")
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        lines = [
+            f"#{r['id']:<6} {r['queue']:<16} {r['status']:<9} {r['assignee'] or '-':<28} "
+            f"{r['requester']:<32} {r['subject']}"
+            for r in rows
+        ]
+        return "\n".join(lines) if lines else "no tickets"
+
+    _emit(rows, as_json, text)
 
 
 @ticket.command("show")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
@@ -249,9 +309,10 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
             }
             for a in t.articles
         ]
-    if as_json:
-        _emit(data, True, "")
-        return
+    _emit(data, as_json, _ticket_text)
+
+
+def _ticket_text(data: dict[str, Any]) -> str:
     out = [
         f"Ticket #{data['id']} [{data['queue']}] {data['status']}: {data['subject']}",
         f"Requester: {data['requester']}  Created: {data['created_at']}",
@@ -271,16 +332,21 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
             f"--- #{a['id']} {a['author']} ({a['source']}{internal}) {a['created_at']}",
             a["body_shown"],
         ]
-        out += [
-            f"  [{f['filename']}] {f['content_type']} {f['size']} bytes" for f in a["attachments"]
-        ]
-    click.echo("\n".join(out))
+        out += [_attachment_line(f) for f in a["attachments"]]
+    return "\n".join(out)
+
+
+def _attachment_line(f: dict[str, Any]) -> str:
+    # The name it shows and downloads as; the stored one, escaped, when it differs.
+    stored = f" (stored as {f['filename']})" if f["shown_name"] != f["filename"] else ""
+    return f"  [{f['shown_name']}]{stored} {f['content_type']} {f['size']} bytes"
 
 
 def _attachment_row(f: Any) -> dict[str, Any]:
     return {
         "id": f.id,
         "filename": f.filename,
+        "shown_name": display.safe_filename(f.filename or ""),
         "content_type": f.content_type,
         "size": f.size,
         "sha256": f.blob_sha256,
@@ -290,7 +356,7 @@ def _attachment_row(f: Any) -> dict[str, Any]:
 
 
 @ticket.command("link")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--revoke", is_flag=True, help="Revoke every link of the ticket instead.")
 @pass_ctx
 def ticket_link(obj: Context, ticket_id: int, revoke: bool) -> None:
@@ -407,7 +473,7 @@ def _change(obj: Context, ticket_id: int, change: Any) -> Any:
             try:
                 flush(store, settings, ticket_id=ticket_id, stop_after=1)
             except Exception as exc:  # noqa: BLE001 - the change is committed; mail waits
-                click.echo(f"mail not sent yet, it stays queued: {exc}", err=True)
+                _echo(f"mail not sent yet, it stays queued: {exc}", err=True)
     except workflow.WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreError as exc:
@@ -428,7 +494,7 @@ def _writing(message_help: str) -> Any:
     def decorate(command: Any) -> Any:
         for option in reversed(
             [
-                click.argument("ticket_id", type=ID),
+                click.argument("ticket_id", type=TICKET_ID),
                 AS_TECH,
                 click.option("--message", "-m", help=message_help),
                 click.option(
@@ -447,7 +513,7 @@ def _writing(message_help: str) -> Any:
 
 
 @ticket.command("take")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @AS_TECH
 @pass_ctx
 def ticket_take(obj: Context, ticket_id: int, as_email: str) -> None:
@@ -465,7 +531,7 @@ def ticket_take(obj: Context, ticket_id: int, as_email: str) -> None:
 
 
 @ticket.command("assign")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.argument("email")
 @click.option("--as", "as_email", metavar="EMAIL", help="Who assigns it (default: you, cli:LOGIN).")
 @pass_ctx
@@ -578,7 +644,7 @@ def _cli_actor(store: Any, settings: Settings, as_email: str | None) -> Any:
 
 
 @ticket.command("close")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
 @pass_ctx
 def ticket_close(obj: Context, ticket_id: int, as_email: str | None) -> None:
@@ -594,7 +660,7 @@ def ticket_close(obj: Context, ticket_id: int, as_email: str | None) -> None:
 
 
 @ticket.command("reopen")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
 @click.option("--message", "-m", help="Why, as a public entry (needs --as).")
 @pass_ctx
@@ -639,7 +705,7 @@ def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -
 
 
 @ticket.command("history")
-@click.argument("ticket_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def ticket_history(obj: Context, ticket_id: int, as_json: bool) -> None:
@@ -668,12 +734,16 @@ def ticket_history(obj: Context, ticket_id: int, as_json: bool) -> None:
                 .order_by(TicketHistory.id)
             )
         ]
-    lines = []
-    for r in rows:
-        status = f"{r['old_status'] or '-'} -> {r['new_status']}" if r["new_status"] else ""
-        line = f"{r['at']} {r['door']:<9} {r['actor']:<32} {r['action']:<9} {status}"
-        lines.append(line.rstrip() + (f"\n    {r['detail']}" if r["detail"] else ""))
-    _emit(rows, as_json, "\n".join(lines) if lines else "no history")
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        lines = []
+        for r in rows:
+            status = f"{r['old_status'] or '-'} -> {r['new_status']}" if r["new_status"] else ""
+            line = f"{r['at']} {r['door']:<9} {r['actor']:<32} {r['action']:<9} {status}"
+            lines.append(line.rstrip() + (f"\n    {r['detail']}" if r["detail"] else ""))
+        return "\n".join(lines) if lines else "no history"
+
+    _emit(rows, as_json, text)
 
 
 # -- technicians and groups --------------------------------------------------
@@ -773,14 +843,19 @@ def tech_list(obj: Context, as_json: bool) -> None:
             entry["name"] = entry["name"] or name
             entry["groups"].append({"group": group, "source": source})
     rows = sorted(techs.values(), key=lambda t: t["email"])
-    lines = [
-        f"{r['email']:<36} {r['name'] or '-':<24} "
-        + ", ".join(
-            f"{g['group']}" + (" (config)" if g["source"] == "config" else "") for g in r["groups"]
-        )
-        for r in rows
-    ]
-    _emit(rows, as_json, "\n".join(lines) if lines else "no technicians")
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        lines = [
+            f"{r['email']:<36} {r['name'] or '-':<24} "
+            + ", ".join(
+                f"{g['group']}" + (" (config)" if g["source"] == "config" else "")
+                for g in r["groups"]
+            )
+            for r in rows
+        ]
+        return "\n".join(lines) if lines else "no technicians"
+
+    _emit(rows, as_json, text)
 
 
 @cli.group("group")
@@ -818,14 +893,18 @@ def group_list(obj: Context, as_json: bool) -> None:
                 "technicians": [{"email": e, "name": n, "source": s} for e, n, s in members],
             }
         )
-    lines = []
-    for r in rows:
-        serves = ", ".join(r["queues"] + [f"{x} by rule" for x in r["routes"]]) or "no queue"
-        lines.append(f"{r['group']}: {serves}")
-        lines += [f"    {t['email']} {t['name']}".rstrip() for t in r["technicians"]]
-        if not r["technicians"]:
-            lines.append("    (no technician: nobody hears of its tickets)")
-    _emit(rows, as_json, "\n".join(lines) if lines else "no groups")
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        lines = []
+        for r in rows:
+            serves = ", ".join(r["queues"] + [f"{x} by rule" for x in r["routes"]]) or "no queue"
+            lines.append(f"{r['group']}: {serves}")
+            lines += [f"    {t['email']} {t['name']}".rstrip() for t in r["technicians"]]
+            if not r["technicians"]:
+                lines.append("    (no technician: nobody hears of its tickets)")
+        return "\n".join(lines) if lines else "no groups"
+
+    _emit(rows, as_json, text)
 
 
 # -- directory -------------------------------------------------------------------
@@ -857,8 +936,8 @@ def directory_import(obj: Context, csv_file: str, source: str | None, prune: boo
     except StoreError as exc:
         raise click.ClickException(f"database: {exc}") from None
     for line in result.skipped:
-        click.echo(f"skipped {line}", err=True)
-    click.echo(str(result))
+        _echo(f"skipped {line}", err=True)
+    _echo(str(result))
 
 
 @directory.command("sync-ldap")
@@ -877,8 +956,8 @@ def directory_sync_ldap(obj: Context) -> None:
     except StoreError as exc:
         raise click.ClickException(f"database: {exc}") from None
     for line in result.skipped:
-        click.echo(f"skipped {line}", err=True)
-    click.echo(str(result))
+        _echo(f"skipped {line}", err=True)
+    _echo(str(result))
 
 
 @directory.command("show")
@@ -900,12 +979,17 @@ def directory_show(obj: Context, email: str, as_json: bool) -> None:
         "entry": entry,
         "routes": {name: {"group": g, "why": why} for name, (g, why) in routes.items()},
     }
-    text = [
-        f"{data['email']}: "
-        + (", ".join(f"{k}={v}" for k, v in entry.items()) if entry else "not in the directory")
-    ]
-    text += [f"  {name} -> {r['group']} ({r['why']})" for name, r in data["routes"].items()]
-    _emit(data, as_json, "\n".join(text))
+
+    def text(data: dict[str, Any]) -> str:
+        entry = data["entry"]
+        lines = [
+            f"{data['email']}: "
+            + (", ".join(f"{k}={v}" for k, v in entry.items()) if entry else "not in the directory")
+        ]
+        lines += [f"  {name} -> {r['group']} ({r['why']})" for name, r in data["routes"].items()]
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
 
 
 # -- scheduler ---------------------------------------------------------------
@@ -935,12 +1019,12 @@ def autoclose(obj: Context, dry_run: bool, as_json: bool) -> None:
                     try:
                         flush(store, settings, due_only=True)
                     except Exception as exc:  # noqa: BLE001 - closed; the mail waits
-                        click.echo(f"closing mail not sent yet, it stays queued: {exc}", err=True)
+                        _echo(f"closing mail not sent yet, it stays queued: {exc}", err=True)
     except StoreError as exc:
         raise click.ClickException(f"database: {exc}") from None
     verb = "would close" if dry_run else "closed"
     text = f"{len(ids)} ticket(s) {verb}" + (": " + " ".join(f"#{i}" for i in ids) if ids else "")
-    _emit({"dry_run": dry_run, "tickets": ids}, as_json, text)
+    _emit({"dry_run": dry_run, "tickets": ids}, as_json, lambda _data: text)
 
 
 @cli.command()
@@ -1018,24 +1102,34 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
         query = query.where(MailRecord.verdict == verdict)
     with obj.session() as session:
         rows = [_mail_row(m) for m in session.scalars(query)]
-    lines = [
-        f"#{r['id']:<6} {r['queue']:<16} {r['verdict']:<10} "
-        f"{'#' + str(r['ticket_id']) if r['ticket_id'] else '-':<7} {r['sender'] or '-':<32} "
-        f"{r['subject'] or ''}" + (f"\n        ({r['reason']})" if r["reason"] else "")
-        for r in rows
-    ]
-    _emit(rows, as_json, "\n".join(lines) if lines else "no mail")
+
+    def text(rows: list[dict[str, Any]]) -> str:
+        lines = [
+            f"#{r['id']:<6} {r['queue']:<16} {r['verdict']:<10} "
+            f"{'#' + str(r['ticket_id']) if r['ticket_id'] else '-':<7} {r['sender'] or '-':<32} "
+            f"{r['subject'] or ''}" + (f"\n        ({r['reason']})" if r["reason"] else "")
+            for r in rows
+        ]
+        return "\n".join(lines) if lines else "no mail"
+
+    _emit(rows, as_json, text)
 
 
 @mail.command("show")
-@click.argument("mail_id", type=ID)
-@click.option("--raw", is_flag=True, help="Write the stored bytes, exactly as received.")
+@click.argument("mail_id", type=MAIL_ID)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write the stored bytes exactly as received (escaped on a terminal).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
     """Show one mail: envelope, verdict and why; or its raw bytes."""
     from sqlalchemy import select
 
+    from helpdesk.models import Article
+    from helpdesk.models import Attachment
     from helpdesk.models import MailRaw
     from helpdesk.models import MailRecord
     from helpdesk.models import OutboxMessage
@@ -1045,8 +1139,7 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
             stored = session.get(MailRaw, mail_id)
             if stored is None:
                 raise click.ClickException(f"no mail #{mail_id}")
-            sys.stdout.buffer.write(stored.data)
-            sys.stdout.buffer.flush()
+            _raw_out(stored.data)
             return
         m = session.get(MailRecord, mail_id)
         if m is None:
@@ -1063,7 +1156,20 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
                 .order_by(OutboxMessage.id)
             )
         ]
-    text = "\n".join(
+        data["attachments"] = [
+            _attachment_row(f)
+            for f in session.scalars(
+                select(Attachment)
+                .join(Article, Article.id == Attachment.article_id)
+                .where(Article.mail_id == m.id)
+                .order_by(Attachment.id)
+            )
+        ]
+    _emit(data, as_json, _mail_text)
+
+
+def _mail_text(data: dict[str, Any]) -> str:
+    return "\n".join(
         [
             f"Mail #{data['id']} to queue {data['queue']}, received {data['received_at']}",
             f"Envelope: {json.dumps(data['envelope'], ensure_ascii=False)}",
@@ -1074,10 +1180,22 @@ def mail_show(obj: Context, mail_id: int, raw: bool, as_json: bool) -> None:
             + (f" -> ticket #{data['ticket_id']}" if data["ticket_id"] else ""),
         ]
         + [f"Repaired: {d}" for d in data["defects"]]
+        + ([f"Attachments: {len(data['attachments'])}"] if data["attachments"] else [])
+        + [_attachment_line(f) for f in data["attachments"]]
         + (["Outgoing mail it caused:"] if data["outgoing"] else ["Outgoing mail it caused: none"])
         + [f"  {_outbox_line(o)}" for o in data["outgoing"]]
     )
-    _emit(data, as_json, text)
+
+
+def _raw_out(data: bytes) -> None:
+    """The stored bytes, exactly, to a file or a pipe; escaped on a terminal, which
+    would obey the escape sequences a sender put in them."""
+    if not sys.stdout.isatty():
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    _echo(data.decode("utf-8", "backslashreplace"))
+    click.echo("(escaped for the terminal: redirect or pipe it for the exact bytes)", err=True)
 
 
 # -- MTA wiring -----------------------------------------------------------
@@ -1159,7 +1277,7 @@ def doctor(obj: Context, user: str | None, alias_files: tuple[str, ...], as_json
         if failed
         else "no problem found" + (f" (pipe user {user})" if user else "")
     )
-    _emit([asdict(f) for f in findings], as_json, "\n".join(lines))
+    _emit([asdict(f) for f in findings], as_json, lambda _data: "\n".join(lines))
     if failed:
         sys.exit(1)
 
@@ -1219,7 +1337,7 @@ def _outbox_line(r: dict[str, Any]) -> str:
 
 @outbox.command("list")
 @click.option("--status", "-s", help="Only this status (queued, sent, failed, capped, ...).")
-@click.option("--ticket", "ticket_id", type=ID, help="Only the mail of this ticket.")
+@click.option("--ticket", "ticket_id", type=TICKET_ID, help="Only the mail of this ticket.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def outbox_list(obj: Context, status: str | None, ticket_id: int | None, as_json: bool) -> None:
@@ -1235,8 +1353,7 @@ def outbox_list(obj: Context, status: str | None, ticket_id: int | None, as_json
         query = query.where(OutboxMessage.ticket_id == ticket_id)
     with obj.session() as session:
         rows = [_outbox_row(o) for o in session.scalars(query)]
-    lines = [_outbox_line(r) for r in rows]
-    _emit(rows, as_json, "\n".join(lines) if lines else "no outgoing mail")
+    _emit(rows, as_json, lambda rows: "\n".join(map(_outbox_line, rows)) or "no outgoing mail")
 
 
 @outbox.command("flush")

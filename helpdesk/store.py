@@ -21,8 +21,12 @@ from typing import Any
 from helpdesk.files import prepare_sqlite_path
 from helpdesk.files import sqlite_path
 
-__all__ = ["Store", "StoreError", "IntegrityError", "as_datetime", "utcnow"]
+__all__ = ["Store", "StoreError", "IntegrityError", "MAX_ID", "as_datetime", "utcnow"]
 
+# The largest row id: the id columns are PostgreSQL `integer` (32-bit); SQLite's are
+# 64-bit but hand out the same ids. A larger number names no row, on either database
+# (and SQLite refuses a bound number beyond 64 bits with an OverflowError).
+MAX_ID = 2**31 - 1
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
 

@@ -201,6 +201,64 @@ def test_attachments_are_downloads_with_a_safe_type(config: Path) -> None:
     assert client.get(f"{_link(config, 2)}/a/{files['page.html']}").status_code == 404
 
 
+TRICKY_NAMES = ["invoice\u202efdp.exe", "CON.txt", "rap\u200bport\u2066.pdf"]
+
+
+def _tricky_files() -> bytes:
+    """A mail whose attachments are named to deceive (RFC 2231 names, UTF-8)."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "Alice Martin <alice@univ.example>"
+    msg["To"] = "dsi.support@univ.example"
+    msg["Subject"] = "Facture"
+    msg["Message-ID"] = "<tricky-1@univ.example>"
+    msg.set_content("Voici la facture.\n")
+    for name in TRICKY_NAMES:
+        msg.add_attachment(b"MZ", maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
+def test_an_attachment_shows_and_downloads_by_a_safe_name(config: Path) -> None:
+    _deliver(config, _tricky_files())
+    client = _app(config).test_client()
+    link = _link(config)
+    files = cli_json(config, "ticket", "show", "1")["articles"][0]["attachments"]
+    assert [f["filename"] for f in files] == TRICKY_NAMES  # stored as they came
+    page = client.get(link).get_data(as_text=True)
+    assert "\u202e" not in page and "\u200b" not in page and "\u2066" not in page
+    for shown in ("invoicefdp.exe", "_CON.txt", "rapport.pdf"):
+        assert f" download>{shown}</a>" in page, page
+    dispositions = [client.get(f"{link}/a/{f['id']}").headers["Content-Disposition"] for f in files]
+    assert dispositions == [
+        "attachment; filename=invoicefdp.exe",
+        "attachment; filename=_CON.txt",
+        "attachment; filename=rapport.pdf",
+    ]
+
+
+def test_the_technicians_mail_names_the_files_safely(config: Path, tmp_path: Path) -> None:
+    _deliver(config, _tricky_files())
+    sent = [p.read_bytes().decode() for p in sorted((tmp_path / "sent").glob("*.eml"))]
+    tech = [m for m in sent if "jean.tech@univ.example" in m.split("\r\n\r\n")[0]]
+    assert tech, sent
+    from email import message_from_string
+    from email.policy import default
+
+    body = message_from_string(tech[0], policy=default).get_content()
+    assert "invoicefdp.exe, _CON.txt, rapport.pdf" in body, body
+    assert "\u202e" not in body and "\u200b" not in body
+
+
+@pytest.mark.parametrize("number", [0, 2**31, 2**63 - 1, 2**63, 2**64, 10**30])
+def test_an_attachment_id_no_row_can_have_is_404(config: Path, number: int) -> None:
+    _deliver(config, WITH_FILES)
+    client = _app(config).test_client()
+    link = _link(config)
+    assert client.get(f"{link}/a/{number}").status_code == 404
+    assert client.get(f"{link}/a/1").status_code == 200  # the link itself still works
+
+
 def test_internal_entries_and_their_files_stay_hidden(config: Path) -> None:
     _deliver(config, WITH_FILES)
     db_execute(config, "UPDATE article SET internal = :yes WHERE id = 1", yes=True)
@@ -405,6 +463,160 @@ def test_no_token_reaches_gunicorns_logs(config: Path) -> None:
         log = server.stdout.read()
     assert '"GET /t/… HTTP/1.1" 200' in log, log
     assert link.split("/")[-1] not in log and "q" * 43 not in log
+
+
+def _hostile_paths(token: str) -> list[str]:
+    """Every form of a link a client may send that the server logs."""
+    encoded = "".join(f"%{ord(c):02X}" for c in token)
+    one = f"{token[:21]}%{ord(token[21]):02x}{token[22:]}"
+    return [
+        f"/t/{token}",
+        f"/t//{token}",
+        f"/T/{token}",
+        f"/t\\{token}",
+        f"/t/x/../{token}",
+        f"/t/{encoded}",
+        f"/t/{encoded.lower()}",
+        f"/t/{one}",
+        f"/t%2F{token}",
+        f"/t%2f{token}",
+        f"/%74/{token}",
+        f"/t/{encoded.replace('%', '%25')}",  # encoded twice
+        f"/t/{encoded.replace('%', '%2525')}",  # three times
+        f"/t/%{token}",
+        f"/?token={token}",
+        f"/t/x?{token}",
+        f"/t/x;{token}",
+        f"/t;{token}",
+        f"/t/{token}/a/1",
+        f"/t/{token}?images=1",
+        f"/t/{token}%3Fimages=1",
+    ]
+
+
+def _raw_get(server: subprocess.Popen, port: int, path: str, token: str) -> bytes:
+    """One request as sent, path untouched; its status line."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            break
+        except OSError:
+            assert server.poll() is None, "the server stopped"
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.2)
+    with conn:
+        conn.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Referer: https://helpdesk.univ.example/t/{token}\r\n"
+            f"User-Agent: link-checker/1.0 ({token})\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def _no_token_in(log: str, token: str) -> None:
+    from urllib.parse import unquote
+
+    decoded = log
+    for _ in range(4):
+        decoded = unquote(decoded)
+    assert token not in log and token not in decoded, log
+
+
+def test_redact_hides_every_form_of_a_token_and_keeps_the_rest() -> None:
+    import logging
+    import sys
+
+    from webview.app import RedactTokens
+    from webview.app import redact
+
+    token = "Ab7cKFt4Hqkk4DmvjCSy4Y-C1bQ_0123456789abcde"
+    for path in _hostile_paths(token):
+        _no_token_in(redact(f'"GET {path} HTTP/1.1" 404 "-" "checker ({token})"'), token)
+    assert redact(f"GET /t/{token} HTTP/1.1") == "GET /t/… HTTP/1.1"
+    for kept in ["GET /static/style.css HTTP/1.1", "/t/" + "a" * 42, "ticket #12: closed"]:
+        assert redact(kept) == kept
+    # A traceback, formatted by whatever handler, is redacted too.
+    record = logging.LogRecord(
+        "webview.app", logging.ERROR, __file__, 1, "Exception on %s", (f"/t//{token}",), None
+    )
+    try:
+        raise LookupError(f"no route for /T/{token}")
+    except LookupError:
+        record.exc_info = sys.exc_info()
+    assert RedactTokens().filter(record)
+    assert token not in logging.Formatter().format(record)
+
+
+def test_no_token_in_any_form_reaches_the_development_servers_log(config: Path) -> None:
+    _deliver(config, make_mail())
+    token = _link(config).split("/")[-1]
+    paths = _hostile_paths(token)
+    with subprocess.Popen(
+        [*pipe_command(), "--config", str(config), "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            lines: list[str] = []
+            port = None
+            while port is None:
+                lines.append(server.stderr.readline())
+                assert lines[-1], lines  # the server died
+                found = re.search(r"http://127\.0\.0\.1:(\d+)", lines[-1])
+                port = found and int(found.group(1))
+            statuses = [_raw_get(server, port, path, token) for path in paths]
+        finally:
+            server.terminate()
+        log = "".join(lines) + server.stderr.read()
+    assert statuses[0] == b"HTTP/1.1 200 OK" and b"HTTP/1.1 200 OK" in statuses[5:8]
+    assert log.count(" HTTP/1.1") >= len(paths), log  # every request was logged
+    _no_token_in(log, token)
+
+
+def test_no_token_in_any_form_reaches_gunicorns_logs(config: Path, tmp_path: Path) -> None:
+    """gunicorn as the shipped unit starts it, with its access log turned on."""
+    import os
+    import shlex
+    import socket
+    import sys
+
+    _deliver(config, make_mail())
+    token = _link(config).split("/")[-1]
+    paths = _hostile_paths(token)
+    unit = (Path(__file__).parent.parent / "etc/systemd/helpdesk-viewer.service").read_text()
+    [exec_start] = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    argv = shlex.split(exec_start)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv[0] = str(Path(sys.executable).parent / "gunicorn")
+    argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
+    access, errors = tmp_path / "access.log", tmp_path / "error.log"
+    argv[1:1] = ["--access-logfile", str(access), "--error-logfile", str(errors)]
+    # Debug level: gunicorn then logs each request line in its error log as well. No
+    # control socket: a test must not share ~/.gunicorn with another gunicorn.
+    argv[1:1] = ["--log-level", "debug", "--no-control-socket"]
+    env = {**os.environ, "HELPDESK_CONFIG": str(config)}
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as server:
+        try:
+            statuses = [_raw_get(server, port, path, token) for path in paths]
+        finally:
+            server.terminate()
+        output = server.stdout.read()
+    assert statuses[0] == b"HTTP/1.1 200 OK" and b"HTTP/1.1 200 OK" in statuses[5:8]
+    access_log, error_log = access.read_text(), errors.read_text()
+    assert access_log.count(" HTTP/1.1") == len(paths), access_log
+    assert error_log.count("[DEBUG] GET ") == len(paths), error_log
+    for log in (access_log, error_log, output):
+        _no_token_in(log, token)
 
 
 # -- the solution approval: close, or "not solved" (issue 5) ------------------------

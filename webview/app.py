@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from flask import Flask
@@ -20,6 +21,7 @@ from flask_wtf.csrf import CSRFProtect
 from helpdesk.config import ConfigError
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
+from helpdesk.display import safe_filename
 from helpdesk.store import Store
 from helpdesk.store import StoreError
 from webview import i18n
@@ -30,12 +32,30 @@ __all__ = ["create_app", "redact"]
 
 csrf = CSRFProtect()
 _local = threading.local()
-_TOKEN_PATH = re.compile(r"/t/[^/\s?\"]+")
+# A token is 43 characters of [A-Za-z0-9_-] (secrets.token_urlsafe(32)). A client
+# may send it in any form the server still logs: percent-encoded once or twice,
+# after "//", "\\", "/T/", "x/../", ";" or "?token=", in a Referer or a User-Agent.
+# So whatever stands around it: any run of token characters and percent signs
+# that holds 43 token characters in a row, as it is or percent-decoded (once, twice,
+# until nothing changes). A long hex digest in a log line goes too.
+_RUN = re.compile(r"[A-Za-z0-9_%-]{43,}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _hide(match: re.Match[str]) -> str:
+    run = text = match.group()
+    # Every stage is looked at: "%" + a token decodes into something else.
+    while not _TOKEN.search(text):
+        decoded = unquote(text)
+        if decoded == text:
+            return run
+        text = decoded  # shorter each round: it ends
+    return "…"
 
 
 def redact(text: str) -> str:
-    """A log line without any ticket token: /t/<token> becomes /t/…"""
-    return _TOKEN_PATH.sub("/t/…", text)
+    """A log line without any ticket token, in whatever form: /t/<token> becomes /t/…"""
+    return _RUN.sub(_hide, text)
 
 
 class RedactTokens(logging.Filter):
@@ -44,6 +64,13 @@ class RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # A traceback names what failed, a URL too: formatted here, redacted.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -89,9 +116,10 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     # The access log and Flask's own error lines name the URL: tokens stay out.
     # A logger's filter sees only what is logged on it, not what its children pass up:
     # each logger that names URLs gets its own.
-    for name in ("werkzeug", "gunicorn.error", "gunicorn.access"):
-        logging.getLogger(name).addFilter(RedactTokens())
-    app.logger.addFilter(RedactTokens())
+    names = ("werkzeug", "gunicorn.error", "gunicorn.access", "helpdesk.webview", app.logger.name)
+    for logger in map(logging.getLogger, names):
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):  # once per logger
+            logger.addFilter(RedactTokens())
 
     app.jinja_env.add_extension("jinja2.ext.i18n")
     # Jinja's new-style gettext formats the %(name)s placeholders itself.
@@ -129,6 +157,9 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     @app.template_filter("when")
     def _when(value: Any) -> str:
         return i18n.format_time(value, g.language, settings.timezone)
+
+    # An attachment's name as shown and downloaded: no bidi trick, no device name.
+    app.add_template_filter(safe_filename, "shown_name")
 
     @app.template_filter("size")
     def _size(value: int) -> str:

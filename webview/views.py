@@ -27,7 +27,9 @@ from markupsafe import Markup
 from helpdesk import tokens
 from helpdesk import workflow
 from helpdesk.config import Queue
+from helpdesk.display import safe_filename
 from helpdesk.ingest.parsed import ParsedAttachment
+from helpdesk.store import MAX_ID
 from helpdesk.store import Store
 from helpdesk.tokens import Access
 from webview.app import settings_of
@@ -307,7 +309,9 @@ def _send_notifications(ticket_id: int) -> None:
         log.exception("ticket #%s: notifications stay queued", ticket_id)
 
 
-@bp.get("/t/<token>/a/<int:attachment_id>")
+# An id beyond the integer columns names no attachment: 404 before any query (SQLite
+# cannot even bind a number past 64 bits).
+@bp.get(f"/t/<token>/a/<int(max={MAX_ID}):attachment_id>")
 def attachment(token: str, attachment_id: int) -> Any:
     """An attachment, always as a download, never rendered by the browser."""
     access = _access(token)
@@ -319,7 +323,7 @@ def attachment(token: str, attachment_id: int) -> Any:
         io.BytesIO(data),
         mimetype=content_type if content_type in SAFE_TYPES else "application/octet-stream",
         as_attachment=True,
-        download_name=filename,
+        download_name=safe_filename(filename),
         max_age=0,
     )
     # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.

@@ -80,12 +80,63 @@ class Outgoing:
 def _address(name: str, addr_spec: str) -> Address:
     display = one_line(name, 200)
     try:
-        return Address(display_name=display, addr_spec=addr_spec)
+        return _Mailbox(display_name=display, addr_spec=addr_spec)
     except NonASCIILocalPartDefect:
         # Valid under RFC 6532, refused by the parser: build it from its parts
         # (which still refuses CR and LF; the header check below does the rest).
         local, _, domain = addr_spec.rpartition("@")
-        return Address(display_name=display, username=local, domain=domain)
+        return _Mailbox(display_name=display, username=local, domain=domain)
+
+
+# The longest quoted word of a display name: with its leading space it fits on a
+# folded line (78) by itself, whatever header it starts, so folding never opens it.
+_WORD_LIMIT = 60
+# ASCII that an atom may not hold (RFC 5322 atext, and the space between words);
+# other scripts stay bare: raw UTF-8 under SMTPUTF8, encoded words otherwise.
+_NEEDS_QUOTES = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~ \x80-\U0010ffff-]")
+
+
+class _Mailbox(Address):
+    """An address whose display name survives folding as one phrase.
+
+    The email package folds a quoted display name too long for one line by
+    writing its words bare, quotes dropped: `"Martin, a <x@evil.example>" <alice@...>`
+    then lists the attacker's address. Written as several quoted words, each
+    short enough for a line of its own, the name is folded between words only.
+    """
+
+    def __str__(self) -> str:
+        if not self.display_name:
+            return self.addr_spec
+        return f"{_phrase(self.display_name)} <{self.addr_spec}>"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _phrase(display: str) -> str:
+    """A display name as an RFC 5322 phrase of words no longer than _WORD_LIMIT.
+
+    Spaces between words are where it folds; a single word too long for a line
+    is cut in pieces (a reader sees a space there: only absurd names have one).
+    """
+    words = []
+    for word in display.split():
+        while len(_quoted(word)) > _WORD_LIMIT:
+            cut = 1
+            while len(_quoted(word[: cut + 1])) <= _WORD_LIMIT:
+                cut += 1
+            words.append(word[:cut])
+            word = word[cut:]
+        words.append(word)
+    chunks: list[str] = []
+    for word in words:
+        if chunks and len(_quoted(f"{chunks[-1]} {word}")) <= _WORD_LIMIT:
+            chunks[-1] += " " + word
+        else:
+            chunks.append(word)
+    return " ".join(_quoted(c) if _NEEDS_QUOTES.search(c) else c for c in chunks)
 
 
 def compose(out: Outgoing) -> bytes:

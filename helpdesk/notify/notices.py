@@ -11,6 +11,7 @@ from typing import Any
 from helpdesk import people
 from helpdesk.config import Queue
 from helpdesk.config import Settings
+from helpdesk.display import safe_filename
 from helpdesk.ingest.quotes import REPLY_MARKER_EN
 from helpdesk.ingest.quotes import REPLY_MARKER_FR
 from helpdesk.notify import outbox
@@ -76,7 +77,8 @@ def _article(store: Store, article_id: int) -> dict[str, Any]:
         "text": _excerpt(row[1] if row[1] is not None else row[0]),
         "author": row[2],
         "author_name": row[3] or "",
-        "attachments": [f[0] for f in files],
+        # Named as the viewer shows them: no bidi trick reaches a mail either.
+        "attachments": [safe_filename(f[0] or "") for f in files],
     }
 
 
