@@ -136,6 +136,7 @@ class _Id(click.ParamType):
 
 TICKET_ID = _Id("ticket")
 MAIL_ID = _Id("mail")
+ENTRY_ID = _Id("entry")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -680,8 +681,8 @@ def ticket_reopen(obj: Context, ticket_id: int, as_email: str | None, message: s
 
 
 @ticket.command("confirm")
-@click.argument("ticket_id", type=ID)
-@click.argument("entry_id", type=ID)
+@click.argument("ticket_id", type=TICKET_ID)
+@click.argument("entry_id", type=ENTRY_ID)
 @AS_TECH
 @pass_ctx
 def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -> None:

@@ -331,11 +331,11 @@ def attachment(token: str, attachment_id: int) -> Any:
     return response
 
 
-@bp.get("/t/<token>/e/<int:entry_id>/text")
+@bp.get(f"/t/<token>/e/<int(max={MAX_ID}):entry_id>/text")
 def entry_text(token: str, entry_id: int) -> Any:
     """The whole text of an entry whose page shows only its start, as a download."""
     access = _access(token)
-    text = load_text(store(), access.ticket_id, entry_id) if entry_id < 2**31 else None
+    text = load_text(store(), access.ticket_id, entry_id)
     if text is None:
         abort(404)
     response = send_file(
