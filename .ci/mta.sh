@@ -2,6 +2,7 @@
 # Install (idempotently) the MTA the end-to-end tests in tests/test_mta.py drive:
 #   bash .ci/mta.sh postfix   # Debian's postfix, "Local only", loopback, not started
 #   bash .ci/mta.sh exim      # Debian's exim4-daemon-light, "local delivery only", split config
+#   bash .ci/mta.sh milters   # Debian's opendkim and opendmarc for Postfix, not started
 #   bash .ci/mta.sh stop      # stop whichever of them runs (never leaves port 25 open)
 # The two packages conflict: installing one removes the other. Quick (no apt) when the wanted
 # one is already installed. Preseeds and pitfalls: ../shared/research/mta.md (sections 2, 3, 6).
@@ -34,6 +35,14 @@ stop_all() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f /run/exim4/exim.pid
+  for milter in opendkim opendmarc; do # started by hand with Debian's pid files
+    pid=$(cat "/run/$milter/$milter.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "/run/$milter/$milter.pid"
+  done
 }
 
 need_root() {
@@ -70,11 +79,20 @@ case "${1:-}" in
     fi
     echo "mta: $(dpkg-query -W -f='${Package} ${Version}' exim4-daemon-light) installed"
     ;;
+  milters)
+    need_root
+    if ! installed opendkim || ! installed opendmarc; then
+      # dbconfig-no-thanks: opendmarc's postinst would otherwise create a database for its
+      # reports in whatever MySQL/MariaDB answers on this host.
+      apt_install opendkim opendmarc dbconfig-no-thanks
+    fi
+    echo "mta: $(dpkg-query -W -f='${Package} ${Version} ' opendkim opendmarc)installed"
+    ;;
   stop)
     stop_all
     ;;
   *)
-    echo "usage: $0 postfix|exim|stop" >&2
+    echo "usage: $0 postfix|exim|milters|stop" >&2
     exit 64
     ;;
 esac

@@ -1,11 +1,11 @@
 """Through a real Postfix and a real Exim: aliases, deferral and retry, bounces, the helpdesk user.
 
 Each MTA is installed from Debian's packages (.ci/mta.sh), configured for loopback with the
-snippets of etc/postfix/ and etc/exim4/, and started by hand; the pipe is wired to the
-`helpdesk-pipe aliases` lines and runs as the `helpdesk` user. Mail goes in over SMTP to
-127.0.0.1:25, and everything the helpdesk sends leaves through the MTA's sendmail and is
-relayed to the test's SMTP server (the catcher). Recipes and pitfalls:
-../shared/research/mta.md.
+snippets of etc/postfix/ and etc/exim4/ and the README's Authentication-Results settings, and
+started by hand; the pipe is wired to the `helpdesk-pipe aliases` lines and runs as the
+`helpdesk` user. Mail goes in over SMTP to 127.0.0.1:25, and everything the helpdesk sends
+leaves through the MTA's sendmail and is relayed to the test's SMTP server (the catcher).
+Recipes and pitfalls: ../shared/research/mta.md.
 
 Needs root and apt: skipped otherwise, or with HELPDESK_TEST_NO_MTA=1. The MTAs conflict as
 Debian packages, so all Postfix tests run first, then Exim replaces it; each is stopped after
@@ -14,14 +14,17 @@ its tests (the package stays installed).
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import grp
+import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import stat
@@ -38,6 +41,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from conftest import cli_json
+from conftest import run_cli
 from conftest import write_config
 from smtp_catcher import Caught
 from smtp_catcher import SmtpCatcher
@@ -72,6 +76,10 @@ EXIM_TEST_FILES = {  # test only: fast retries, remote mail to the catcher
     "transport": "30_helpdesk-test_catcher",
 }
 LINK = re.compile(r"https://helpdesk\.univ\.example(/t/[A-Za-z0-9_-]{43})")
+AUTHSERV = "mx.univ.example"  # the README's name for the MX in Authentication-Results
+MILTERS = ("opendkim", "opendmarc")
+README_POSTFIX_AR = "#### Authentication-Results for Postfix (DMARC)"
+README_EXIM_AR = "#### Authentication-Results for Exim (DKIM)"
 
 
 def run(*args: str | Path, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -108,6 +116,62 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, every: 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(every)
+
+
+def readme_section(heading: str) -> str:
+    """The README's text under a heading, up to the next heading (code blocks included)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    if heading not in lines:
+        pytest.fail(f"README.md has no heading {heading!r}")
+    out: list[str] = []
+    in_code = False
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and re.match(r"#{1,4} ", line):
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def readme_find(heading: str, pattern: str) -> re.Match[str]:
+    """The first match of a pattern in a README section; fail when the README lost it."""
+    found = re.search(pattern, readme_section(heading), re.M)
+    if found is None:
+        pytest.fail(f"README.md, {heading!r}: nothing matches {pattern!r}")
+    return found
+
+
+def readme_postconf(heading: str) -> list[str]:
+    """The settings of the `postconf -e` call in a README section."""
+    block = readme_find(heading, r"postconf -e \\\n((?:[ \t]+'[^']*'.*\n)+)").group(1)
+    return re.findall(r"'([^']*)'", block)
+
+
+def readme_install(heading: str, source: str) -> Path:
+    """Install a snippet where a README section's `install -m MODE SOURCE TARGET` puts it."""
+    found = readme_find(heading, rf"install -m (0[0-7]{{3}}) {re.escape(source)} (/\S+)$")
+    target = Path(found.group(2))
+    shutil.copyfile(ROOT / source, target)
+    target.chmod(int(found.group(1), 8))
+    return target
+
+
+def readme_milter_settings(heading: str) -> dict[str, dict[str, str]]:
+    """The settings the README gives for each milter's file: {"/etc/opendkim.conf": {...}}."""
+    settings: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in readme_section(heading).splitlines():
+        first = re.match(r"# (/etc/\w+\.conf):\s+(\w+)\s+(\S+)", line)
+        more = re.match(r"#\s{10,}(\w+)\s+(\S+)", line)
+        if first:
+            current = settings.setdefault(first.group(1), {})
+            current[first.group(2)] = first.group(3)
+        elif more and current is not None:
+            current[more.group(1)] = more.group(2)
+        else:
+            current = None
+    return settings
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -261,14 +325,23 @@ def _write_site_files(config: Path, venv: Path) -> str:
     return lines
 
 
+def _postfix_milter_setting(setting: str) -> bool:
+    return setting.split("=")[0].strip() in ("smtpd_milters", "milter_default_action")
+
+
 def _postfix(catcher: SmtpCatcher) -> None:
-    """Configure Postfix with etc/postfix/main.cf.helpdesk and start it."""
+    """Configure Postfix with etc/postfix/main.cf.helpdesk and the README's header_checks
+    (its milters only in the test that starts them), and start it."""
     snippet = (ROOT / "etc" / "postfix" / "main.cf.helpdesk").read_text()
     settings = [
         line.replace("/etc/helpdesk/postfix/aliases", str(ETC / "aliases"))
         for line in snippet.splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    readme_install(README_POSTFIX_AR, "etc/postfix/header_checks.helpdesk")
+    authres = readme_postconf(README_POSTFIX_AR)
+    settings += [s for s in authres if not _postfix_milter_setting(s)]
+    settings.append("smtpd_milters =")  # what an interrupted milter test may have left
     # One postconf call: each later Postfix command waits until main.cf is 2 s old (P5).
     run(
         "postconf",
@@ -294,11 +367,21 @@ def _postfix(catcher: SmtpCatcher) -> None:
 
 
 def _exim(catcher: SmtpCatcher) -> None:
-    """Configure Exim with the router and transport of etc/exim4/ and start it."""
+    """Configure Exim with the router, transport and macros of etc/exim4/ and the README's
+    data ACL file, and start it."""
     conf = Path("/etc/exim4/conf.d")
     for part, name in EXIM_FILES.items():
         text = (ROOT / "etc" / "exim4" / "conf.d" / part / name).read_text()
         (conf / part / name).write_text(text.replace("/etc/helpdesk/aliases", str(ETC / "aliases")))
+    acl = readme_install(README_EXIM_AR, "etc/exim4/acl_data_local")
+    lines = readme_find(
+        README_EXIM_AR, r"printf '%s\\n' ((?:'[^']*'[ \\\n]*)+)\| sudo tee -a (\S+)$"
+    )
+    settings = re.findall(r"'([^']*)'", lines.group(1))
+    assert settings == [f"CHECK_DATA_LOCAL_ACL_FILE = {acl}", f"acl_not_smtp = {acl}"], settings
+    assert lines.group(2) == str(conf / "main" / EXIM_FILES["main"]), lines.group(2)
+    with open(lines.group(2), "a") as localmacros:
+        localmacros.write("".join(f"{s}\n" for s in settings))
     tests = {
         "retry": "*  *  F,10m,1s\n",
         "router": (
@@ -345,7 +428,18 @@ def _unexim() -> None:
     for files in (EXIM_FILES, EXIM_TEST_FILES):
         for part, name in files.items():
             (conf / part / name).unlink(missing_ok=True)
+    Path("/etc/exim4/acl_data_local").unlink(missing_ok=True)
     run("update-exim4.conf", check=False)
+
+
+def _trusted_authserv_ids() -> str:
+    """The [mail] line both README sections give (the MX's own name, nothing else)."""
+    pattern = r"\[mail\] (trusted_authserv_ids = \[[^]]*\])"
+    lines = {
+        readme_find(heading, pattern).group(1) for heading in (README_POSTFIX_AR, README_EXIM_AR)
+    }
+    assert lines == {f'trusted_authserv_ids = ["{AUTHSERV}"]'}, lines
+    return lines.pop()
 
 
 @pytest.fixture(scope="module", params=["postfix", "exim"])
@@ -370,7 +464,7 @@ def mta(
         VAR,
         f"sqlite:///{DB}",
         outgoing='transport = "sendmail"\ntimeout = 30\n',
-        mail=f"max_size = {MAX_SIZE}\n",
+        mail=f"max_size = {MAX_SIZE}\n{_trusted_authserv_ids()}\n",
         extra=f'[ingestd]\nsocket = "{SOCKET}"\n\n',
     )
     # The technicians are remote, like the requesters: their mail goes to the catcher too.
@@ -419,10 +513,14 @@ def make(
     return msg
 
 
-def send(messages: list[EmailMessage], per_connection: int = 10) -> None:
-    """Hand the messages to the MTA over SMTP on 127.0.0.1:25, a few per connection."""
+def send(messages: list[EmailMessage], per_connection: int = 10, source: str = "127.0.0.1") -> None:
+    """Hand the messages to the MTA over SMTP on 127.0.0.1:25, a few per connection.
+
+    From another `source` address than 127.0.0.1 the mail comes from a stranger, as from the
+    Internet: Debian's Exim then verifies DKIM, and the milters do not skip it.
+    """
     for start in range(0, len(messages), per_connection):
-        with smtplib.SMTP("127.0.0.1", 25, timeout=30) as smtp:
+        with smtplib.SMTP("127.0.0.1", 25, timeout=30, source_address=(source, 0)) as smtp:
             for msg in messages[start : start + per_connection]:
                 refused = smtp.send_message(msg)
                 assert not refused, refused
@@ -622,3 +720,204 @@ def test_through_ingestd_run_as_helpdesk(mta: Mta) -> None:
             service.terminate()
             assert service.wait(60) == 0, err.read_text()
     assert not SOCKET.exists()
+
+
+# -- Authentication-Results: only the MX's own reach the pipe --------------------------
+
+FROM_INTERNET = "127.0.0.2"  # not 127.0.0.1: neither "our own" for Exim nor for the milters
+
+
+def _dkim_signed(msg: EmailMessage, domain: str) -> EmailMessage:
+    """Add a DKIM-Signature of `domain` with the right body hash and a key nobody publishes.
+
+    The body hash matches (relaxed canonicalization of a one-line ASCII body), so a verifier
+    goes on to fetch the key and finds none: Exim calls that `tmperror`, OpenDKIM `fail`.
+    """
+    body = msg.get_content().rstrip("\n").encode("ascii")
+    assert b"\n" not in body and body == body.strip()
+    body_hash = base64.b64encode(hashlib.sha256(body + b"\r\n").digest()).decode()
+    selector = f"helpdesk-test-{uuid.uuid4().hex[:12]}"
+    signature = base64.b64encode(hashlib.sha512(selector.encode()).digest() * 4).decode()
+    # Spaces (folding white space) inside b=: the email package folds there, where it
+    # would otherwise turn an overlong word into an encoded word no verifier reads.
+    chunks = " ".join(signature[i : i + 60] for i in range(0, len(signature), 60))
+    msg["DKIM-Signature"] = (
+        f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={domain}; s={selector};"
+        f" h=from:to:subject:date:message-id; bh={body_hash}; b={chunks}"
+    )
+    return msg
+
+
+def _stored(mta: Mta, message_id: str) -> tuple[dict[str, Any], EmailMessage]:
+    """The mail record (once its verdict is in) and the raw bytes the pipe stored."""
+    [record] = wait_until(
+        f"the mail {message_id}",
+        lambda: [
+            m
+            for m in cli_json(mta.config, "mail", "list")
+            if m["message_id"] == message_id and m["verdict"]
+        ],
+    )
+    raw = run_cli(mta.config, "mail", "show", str(record["id"]), "--raw").stdout_bytes
+    return record, email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def _article(mta: Mta, ticket_id: int, mail_id: int) -> dict[str, Any]:
+    shown = cli_json(mta.config, "ticket", "show", str(ticket_id))
+    [article] = [a for a in shown["articles"] if a["mail_id"] == mail_id]
+    return article
+
+
+def test_a_forged_authentication_results_is_removed_by_the_mx_and_proves_nothing(
+    mta: Mta,
+) -> None:
+    """The README's header_checks (Postfix) or ACL file (Exim) removes an incoming
+    Authentication-Results in our MX's name, over SMTP or from sendmail on the host; the
+    requester's tag-only follow-up stays unverified. Sent to the pipe directly, the very same
+    header would have proved the From."""
+    requester = f"forged.{mta.name}@example.org"
+    domain = requester.partition("@")[2]
+    send([make(requester, f"dsi.support@{DOMAIN}", f"{mta.name} clavier")], source=FROM_INTERNET)
+    ack = ack_for(mta, requester)
+    assert ack.get_all("Authentication-Results") is None  # the MX vouches for no mail of ours
+    ticket_id = int(re.search(r"\[HD #(\d+)\]", ack["Subject"]).group(1))
+    forged = f"{AUTHSERV}; dmarc=pass header.from={domain}"
+
+    def follow_up() -> EmailMessage:
+        msg = make(
+            requester,
+            f"dsi.support@{DOMAIN}",
+            f"Re: {ack['Subject']}",
+            body="Toujours en panne.\n",
+            # The header's name is case-blind: a removal must be too.
+            extra=f"Authentication-Results: {forged}\nauthentication-results: {forged}",
+        )
+        assert len(msg.get_all("Authentication-Results")) == 2
+        return _dkim_signed(msg, domain)
+
+    over_smtp, on_the_host = follow_up(), follow_up()
+    send([over_smtp], source=FROM_INTERNET)
+    as_nobody = ("runuser", "-u", "nobody", "--", "/usr/sbin/sendmail", "-i")
+    run(*as_nobody, f"dsi.support@{DOMAIN}", input=on_the_host.as_string(), cwd="/")
+    for msg in (over_smtp, on_the_host):
+        record, stored = _stored(mta, msg["Message-ID"])
+        assert (record["verdict"], record["ticket_id"]) == ("followup", ticket_id), record
+        results = [str(v) for v in stored.get_all("Authentication-Results", [])]
+        assert not [r for r in results if "dmarc=pass" in r], results
+        if mta.name == "exim" and msg is over_smtp:
+            # Exim's own, from ${authresults}: its DKIM verdict on the signature, about the
+            # From's domain; the key is nowhere, so neither pass nor fail.
+            [own] = results
+            print("exim:", own)
+            assert own.split(";")[0].split() == [AUTHSERV], own
+            verdict = re.search(r"\bdkim=(\w+)[^;]*\bheader\.d=(\S+)", own)
+            assert verdict is not None, own
+            assert verdict.group(2) == domain and verdict.group(1) not in ("pass", "fail"), own
+        else:
+            assert results == []  # no milter here, and Exim adds its own to network mail only
+        article = _article(mta, ticket_id, record["id"])
+        assert (article["unverified"], article["internal"]) == (True, True), record["reason"]
+
+    # The control: the same mail handed straight to the pipe keeps the header, which proves
+    # the From. So the MX's removal, nothing else, kept the forged mails unverified.
+    direct = follow_up()
+    as_helpdesk(
+        VENV / "bin" / "helpdesk-pipe", "--config", mta.config, "deliver", "--queue", "dsi",
+        input=direct.as_string(), cwd="/",
+    )  # fmt: skip
+    record, _stored_raw = _stored(mta, direct["Message-ID"])
+    assert f"DMARC pass for {domain}" in (record["reason"] or ""), record
+    article = _article(mta, ticket_id, record["id"])
+    assert (article["unverified"], article["internal"]) == (False, False), record["reason"]
+
+
+def _start_milters(settings: dict[str, dict[str, str]], started: list[tuple[int, int]]) -> None:
+    """Start OpenDKIM and OpenDMARC by hand with Debian's files and the README's settings;
+    add each one's pid and port to `started` as soon as it runs.
+
+    Each reads a copy of its /etc file with the README's lines in place of Debian's own
+    (/etc stays as the package left it); there is no systemd here (mta.md, P1).
+    """
+    for name in MILTERS:
+        debian = Path(f"/etc/{name}.conf")
+        ours = settings[str(debian)]
+        kept = [
+            line
+            for line in debian.read_text().splitlines()
+            if not line.split() or line.split()[0] not in ours
+        ]
+        conf = ETC / f"{name}.conf"
+        conf.write_text("\n".join(kept + [f"{k} {v}" for k, v in ours.items()]) + "\n")
+        account = pwd.getpwnam(name)
+        rundir = Path(f"/run/{name}")
+        rundir.mkdir(mode=0o750, exist_ok=True)
+        os.chown(rundir, account.pw_uid, account.pw_gid)
+        pidfile = rundir / f"{name}.pid"
+        pidfile.unlink(missing_ok=True)  # a stale one would pass for the new daemon's
+        run(f"/usr/sbin/{name}", "-x" if name == "opendkim" else "-c", conf)
+        pid = wait_until(f"{name} to start", lambda p=pidfile: p.exists() and p.read_text())
+        port = int(re.fullmatch(r"inet:(\d+)@127\.0\.0\.1", ours["Socket"]).group(1))
+        started.append((int(pid), port))
+        wait_until(f"{name} on port {port}", lambda port=port: port_open(port), every=0.1)
+
+
+def _stop_milters(started: list[tuple[int, int]]) -> None:
+    """Stop the milters this test started, by pid; wait until their ports are closed."""
+    for pid, _port in started:
+        os.kill(pid, signal.SIGTERM)
+    for pid, port in started:
+        wait_until(f"milter {pid} to close port {port}", lambda p=port: not port_open(p))
+
+
+def test_postfix_milters_add_their_results_after_the_header_checks(mta: Mta) -> None:
+    """OpenDKIM and OpenDMARC wired as the README says: the forged header is still removed,
+    and the milters' own Authentication-Results, in our MX's name, reach the pipe."""
+    if mta.name != "postfix":
+        pytest.skip("Exim has no milter interface; the README gives it DKIM only")
+    run("bash", ROOT / ".ci" / "mta.sh", "milters")
+    settings = readme_milter_settings(README_POSTFIX_AR)
+    assert {f"/etc/{name}.conf" for name in MILTERS} == set(settings), settings
+    assert all(s["AuthservID"] == AUTHSERV for s in settings.values()), settings
+    # .invalid never resolves (RFC 6761; OpenDKIM's unbound answers it itself): no DMARC
+    # record and no key, whatever DNS the machine has. (OpenDMARC's own SPF check passes
+    # any client on loopback: it says spf=pass here, which nothing asserts.)
+    requester = f"milters@{uuid.uuid4().hex[:8]}.invalid"
+    domain = requester.partition("@")[2]
+    started: list[tuple[int, int]] = []
+    try:
+        _start_milters(settings, started)
+        run(
+            "postconf",
+            "-e",
+            *[s for s in readme_postconf(README_POSTFIX_AR) if _postfix_milter_setting(s)],
+        )
+        run("postfix", "reload")
+        msg = make(
+            requester,
+            f"dsi.support@{DOMAIN}",
+            "milters",
+            body="Bonjour.\n",
+            extra=(
+                f"Authentication-Results: {AUTHSERV}; dmarc=pass header.from={domain}\n"
+                f"Authentication-Results: {AUTHSERV}; dkim=pass header.d={domain}"
+            ),
+        )
+        send([_dkim_signed(msg, domain)], source=FROM_INTERNET)
+        record, stored = _stored(mta, msg["Message-ID"])
+    finally:
+        run("postconf", "-e", "smtpd_milters =")
+        run("postfix", "reload")
+        _stop_milters(started)
+    results = [" ".join(str(v).split()) for v in stored.get_all("Authentication-Results", [])]
+    print("postfix with milters:", *results, record["reason"], sep="\n  ")
+    assert all(r.split(";")[0].split() == [AUTHSERV] for r in results), results
+    assert not [r for r in results if re.search(r"\b(dmarc|dkim)=pass\b", r)], results
+    about = re.escape(domain)
+    # OpenDMARC's verdict: no DMARC record for the domain.
+    assert [r for r in results if re.search(rf"\bdmarc=none\b.*\bheader\.from={about}\b", r)]
+    # OpenDKIM's: no key for the signature, which it calls a failure (Exim: tmperror).
+    assert [r for r in results if re.search(rf"\bdkim=fail\b.*\bheader\.d={about}\b", r)]
+    # The pipe believed our MX's verdict: a DKIM failure of the From's domain makes the
+    # writer a stranger, who gets no acknowledgement.
+    assert record["verdict"] == "ticket", record
+    assert f"DKIM fail for {domain} reported by {AUTHSERV}" in record["reason"], record
