@@ -381,3 +381,47 @@ def test_a_technician_may_confirm_an_unverified_entry_from_the_cli(config: Path)
     article = _ticket(config)["articles"][1]
     assert (article["internal"], article["unverified"]) == (False, False)
     assert "Confirmé par téléphone." in _page_text(config)
+
+
+# -- reading Authentication-Results (in process) ----------------------------------
+
+
+def _auth(*values: str) -> Any:
+    from dataclasses import replace
+
+    from helpdesk.config import Settings
+    from helpdesk.ingest.thread import authentication
+
+    headers = "".join(f"Authentication-Results: {v}\r\n" for v in values)
+    mail = parse(f"From: Alice <{ALICE}>\r\n{headers}Subject: x\r\n\r\nbody\r\n".encode())
+    trusted = ("mx.univ.example",)
+    settings = replace(Settings(database_url="sqlite://"), trusted_authserv_ids=trusted)
+    return authentication(settings, mail)
+
+
+@pytest.mark.parametrize(
+    ("value", "proof", "failure"),
+    [
+        # A selector the sender chose, holding a header.d of its own: still evil.example's.
+        ("mx.univ.example; dkim=pass header.d=evil.example header.s=s.header.d=univ.example",
+         None, None),
+        # One result naming header.d twice is no one's.
+        ("mx.univ.example; dkim=pass header.d=evil.example header.d=univ.example", None, None),
+        # A comment may hold `;` (Exim's DKIM failures do): the failure still counts for
+        # nothing, and the result after it is read whole.
+        ("mx.univ.example; dkim=fail (body hash mismatch; body probably modified in transit)"
+         " header.d=univ.example; dmarc=pass header.from=univ.example", "DMARC pass", None),
+        ("(our MX) mx.univ.example 1; dmarc=fail (p=reject) header.from=univ.example",
+         None, "DMARC fail"),
+        ('mx.univ.example; dmarc=pass header.from="univ.example"', "DMARC pass", None),
+        ("mx.univ.example; dkim/1=pass header.i=@univ.example", "DKIM pass", None),
+        ("mx.univ.example; dkim=fail header.d=univ.example", None, None),
+        ("mx.univ.example.evil.example; dmarc=pass header.from=univ.example", None, None),
+    ],
+)  # fmt: skip
+def test_authentication_results_are_read_token_by_token(
+    value: str, proof: str | None, failure: str | None
+) -> None:
+    auth = _auth(value)
+    assert (auth.proof or "").startswith(proof or "") and bool(auth.proof) == bool(proof)
+    assert (auth.failure or "").startswith(failure or "") and bool(auth.failure) == bool(failure)

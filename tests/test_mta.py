@@ -917,7 +917,8 @@ def test_postfix_milters_add_their_results_after_the_header_checks(mta: Mta) -> 
     assert [r for r in results if re.search(rf"\bdmarc=none\b.*\bheader\.from={about}\b", r)]
     # OpenDKIM's: no key for the signature, which it calls a failure (Exim: tmperror).
     assert [r for r in results if re.search(rf"\bdkim=fail\b.*\bheader\.d={about}\b", r)]
-    # The pipe believed our MX's verdict: a DKIM failure of the From's domain makes the
-    # writer a stranger, who gets no acknowledgement.
+    # The pipe read our MX's verdicts and found nothing that proves or refuses this From:
+    # no DMARC record, and a signature without a key (RFC 6376: no signature at all). A
+    # new ticket, acknowledged as any is; no forged pass counted.
     assert record["verdict"] == "ticket", record
-    assert f"DKIM fail for {domain} reported by {AUTHSERV}" in record["reason"], record
+    assert not record["reason"], record

@@ -9,8 +9,8 @@ First match wins, strongest proof first (research/anchors.md, DESIGN.md
 3. the subject tag `[TAG #123]`.
 A signed address is enough to write. Otherwise only the requester, a participant
 or a technician of the ticket (its group's, its queue's, the one who has it) may,
-named by the mail's strict author (ingest/sender.py); a DMARC or DKIM failure for
-the author's domain, reported by an MTA we trust, makes anyone a stranger. The
+named by the mail's strict author (ingest/sender.py); a DMARC failure for the
+author's domain, reported by an MTA we trust, makes anyone a stranger. The
 subject tag alone proves nothing (anyone can write a From and a ticket number):
 without a Message-ID of the ticket or a trusted DMARC pass, the requester's words
 are kept unverified until a reply to our confirmation request proves them.
@@ -171,8 +171,67 @@ def find_ticket(
     return None
 
 
-_RESULT = re.compile(r"^\s*(dkim|dmarc)\s*=\s*([a-z]+)\b(.*)$", re.IGNORECASE | re.DOTALL)
-_PROPERTY = re.compile(r"\b(header\.(?:from|d|i))\s*=\s*\"?([^\s;\"()]+)", re.IGNORECASE)
+# RFC 8601: `authserv-id [version]; method[/version]=result ptype.property=value ...; ...`
+_PAIR = re.compile(r'([A-Za-z0-9_.\-/]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s";]+)')
+_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^";])+')
+_MAX_HEADER = 8192  # ours are a few hundred characters: more is no one's verdict to read
+_MAX_HEADERS = 50
+
+
+def _without_comments(text: str) -> str:
+    """A header value without its (comments), nested or not; quoted strings kept."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+            if not depth:
+                out.append(char)
+        elif char == "\\" and (quoted or depth):
+            escaped = True
+            if not depth:
+                out.append(char)
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+        elif quoted:
+            quoted = char != '"'
+            out.append(char)
+        elif char == "(":
+            depth = 1
+            out.append(" ")
+        else:
+            quoted = char == '"'
+            out.append(char)
+    return "".join(out)
+
+
+def _results(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
+    """(authserv-id, [(method, result, properties)]) of one Authentication-Results value.
+
+    Read token by token, comments out first: a comment may hold `;`, and a property's
+    value (a DKIM selector the sender chose) may hold `header.d=...` of its own. A
+    result that names one property twice is ambiguous and left out.
+    """
+    segments = _SEGMENT.findall(_without_comments(value[:_MAX_HEADER]))
+    if not segments or not segments[0].split():
+        return "", []
+    server = segments[0].split()[0].lower()
+    found = []
+    for segment in segments[1:]:
+        pairs = _PAIR.findall(segment)
+        if not pairs:
+            continue
+        method, result = pairs[0][0].split("/", 1)[0].lower(), pairs[0][1].strip('"').lower()
+        props: dict[str, str] = {}
+        for name, raw in pairs[1:]:
+            name = name.lower()
+            if name in props:
+                break  # a second header.d: which one did the verifier mean?
+            props[name] = raw.strip('"').lower()
+        else:
+            found.append((method, result, props))
+    return server, found
 
 
 @dataclass(frozen=True)
@@ -187,41 +246,33 @@ class Authentication:
 def authentication(settings: Settings, mail: ParsedMail) -> Authentication:
     """Read the trusted Authentication-Results about the domain of the mail's author.
 
-    Only results about exactly that domain count: a `dmarc=fail` refuses it (so does a
-    DKIM failure without any pass); a `dmarc=pass`, or a `dkim=pass` whose signing
-    domain is the From domain, proves it. A result about another domain, `none`,
-    `temperror`, or any header whose authserv-id we do not trust, counts for nothing;
-    a failure outweighs a pass (an attacker may add headers below our MTA's own).
+    Only results about exactly that domain count: a `dmarc=fail` refuses it; a
+    `dmarc=pass`, or a `dkim=pass` whose signing domain is the From domain, proves it.
+    A result about another domain, `none`, `temperror`, a DKIM failure (RFC 6376: a
+    broken signature is no signature, and keys go missing), or any header whose
+    authserv-id we do not trust counts for nothing; a failure outweighs a pass (an
+    attacker may add headers below our MTA's own).
     """
     if not settings.trusted_authserv_ids or "@" not in mail.author:
         return Authentication()
     domain = mail.author.rpartition("@")[2].lower()
     dmarc: dict[str, str] = {}
     dkim: dict[str, str] = {}
-    for value in mail.headers.get("authentication-results", []):
-        server, _, rest = value.partition(";")
-        server = server.split()[0].lower() if server.split() else ""
+    for value in mail.headers.get("authentication-results", [])[:_MAX_HEADERS]:
+        server, results = _results(value)
         if server not in settings.trusted_authserv_ids:
             continue  # anyone can write this header; only our own MTA's counts
-        for clause in rest.split(";"):
-            match = _RESULT.match(clause)
-            if match is None:
-                continue
-            method, result = match.group(1).lower(), match.group(2).lower()
-            props = {k.lower(): v.lower() for k, v in _PROPERTY.findall(match.group(3))}
+        for method, result, props in results:
             if method == "dmarc":
                 about = props.get("header.from", "")
-            else:  # DKIM is aligned when the signing domain is the From domain
+            elif method == "dkim":  # aligned when the signing domain is the From domain
                 about = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
-            if about.rpartition("@")[2] != domain:
+            else:
                 continue
-            (dmarc if method == "dmarc" else dkim).setdefault(result, server)
-    # DMARC is the verdict on the From domain: when it passed (say through SPF), a
-    # signature broken on the way (a list footer) does not make the sender a forger.
+            if about.rpartition("@")[2] == domain:
+                (dmarc if method == "dmarc" else dkim).setdefault(result, server)
     if "fail" in dmarc:
         return Authentication(failure=f"DMARC fail for {domain} reported by {dmarc['fail']}")
-    if "pass" not in dmarc and "fail" in dkim and "pass" not in dkim:
-        return Authentication(failure=f"DKIM fail for {domain} reported by {dkim['fail']}")
     if "pass" in dmarc:
         return Authentication(proof=f"DMARC pass for {domain} reported by {dmarc['pass']}")
     if "pass" in dkim:
