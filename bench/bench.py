@@ -5,12 +5,17 @@ throughput of the viewer's ticket page under gunicorn (bench/web.py), bursts of 
 
 Run it through bench/run.sh. It must run under the interpreter being measured (the
 project's venv): every child process is started with sys.executable, and psycopg is
-imported from it to make the PostgreSQL schema.
+imported from it to make the PostgreSQL schema. `bench.py --memory` runs section 2 alone
+(prints it; with UPDATE_README=1 it replaces section 2 and its targets in the README's
+results block, the rest of the block staying as the last full run left it).
 
 Environment (all optional):
   QUICK=1          a smoke test: few runs, README left alone unless UPDATE_README=1
   RUNS, WARMUP     measured and warm-up rounds of the latency benchmark (default 100 and 5)
   MEM_REPS         processes per variant in the memory benchmark (default 3)
+  BENCH_MEM_HTML=0 skip the 25 MB HTML-only mail of the memory benchmark
+  MEM_HTML_CTE     its transfer encoding: 8bit (default) or quoted-printable
+  MEM_VIEWER_ROUNDS  requests of its ticket's page and of a small one, each (default 20)
   IMPORT_REPS      `-X importtime` processes (default 7)
   BENCH_PG_URL     admin URL of PostgreSQL (default postgresql://postgres@127.0.0.1:5432/test)
   BENCH_PG=0       skip PostgreSQL
@@ -28,6 +33,7 @@ Environment (all optional):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -47,6 +54,7 @@ from datetime import UTC
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import burst
 import mails
@@ -67,6 +75,9 @@ QUICK = os.environ.get("QUICK") == "1"
 RUNS = int(os.environ.get("RUNS", 8 if QUICK else 100))
 WARMUP = int(os.environ.get("WARMUP", 2 if QUICK else 5))
 MEM_REPS = int(os.environ.get("MEM_REPS", 1 if QUICK else 3))
+MEM_HTML = os.environ.get("BENCH_MEM_HTML") != "0"
+MEM_HTML_CTE = os.environ.get("MEM_HTML_CTE", mails.HTML_CTE)
+MEM_VIEWER_ROUNDS = int(os.environ.get("MEM_VIEWER_ROUNDS", 5 if QUICK else 20))
 IMPORT_REPS = int(os.environ.get("IMPORT_REPS", 2 if QUICK else 7))
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SEED = 20261128
@@ -76,7 +87,8 @@ RATIO_TARGET = 8.0  # median(deliver, SQLite) / median(stdlib baseline)
 WARM_TARGET = 1.0  # median(warm deliver) / median(stdlib baseline), at most
 ROUNDUP_TARGET = 1.5  # median(deliver in process, SQLite) / median(roundup-mailgw), at most
 BURST_TARGET = 4.0  # burst mails/s of warm deliver / roundup-mailgw's, at least
-RSS_TARGET_MB = 250.0  # peak RSS of deliver on the 25 MB mail, MB = 10**6 bytes
+RSS_TARGET_MB = 250.0  # peak RSS of deliver on the 25 MB mails, MB = 10**6 bytes
+VIEWER_RSS_TARGET_MB = 250.0  # peak RSS of a viewer worker for the 25 MB HTML-only mail
 FORBIDDEN = ("flask", "apscheduler", "alembic")
 WATCHED = ("sqlalchemy", "click", "werkzeug", "jinja2", "mako", "psycopg", "mailparser")
 # The deliver path as the MTA runs it (helpdesk.entry dispatches `deliver` to it).
@@ -528,7 +540,8 @@ def bench_memory(work: Path, latency: dict) -> dict:
             order.remove("warm")
         for which in order:
             if which == "warm":
-                warm.append(warm_big_mail(big_dir, rep, mail_path, run, attachment))
+                warm.append(warm_big_mail(big_dir, rep, mail_path, run,
+                                          lambda db: attachment_check(db, attachment)))
                 continue
             if which == "deliver":
                 argv = [*deliver, str(cfg), "deliver", "--queue", "dsi"]
@@ -538,11 +551,7 @@ def bench_memory(work: Path, latency: dict) -> dict:
             runs[which].append(sample)
             log(f"  rep {rep + 1}/{MEM_REPS} {which}: {sample.ms:.0f} ms, "
                 f"maxrss {sample.maxrss_kib / 1024:.1f} MiB")
-        stored = sqlite_count(db, "SELECT max(size) FROM attachment")
-        if stored != attachment:
-            raise SystemExit(f"memory: stored attachment is {stored} bytes, expected {attachment}")
-        checks.append({"attachment_stored_bytes": stored,
-                       "tickets": sqlite_count(db, "SELECT count(*) FROM ticket")})
+        checks.append(attachment_check(db, attachment))
         for path in big_dir.glob(f"*-{rep}.db*"):
             path.unlink()
     mail_path.unlink()
@@ -557,21 +566,169 @@ def bench_memory(work: Path, latency: dict) -> dict:
         "warm": None,
     }
     if warm:
-        client = rss_entry([w["client"] for w in warm], big_bytes)
-        out["warm"] = {
-            "client": client,
-            "worker_hwm_kib": [w["worker_hwm_kib"] for w in warm],
-            "worker_idle_hwm_kib": [w["worker_idle_hwm_kib"] for w in warm],
-            "master_hwm_kib": [w["master_hwm_kib"] for w in warm],
-            "tree_sum_hwm_kib": [w["tree_sum_hwm_kib"] for w in warm],
-            "workers": [w["workers"] for w in warm],
-            "renewed": [w["renewed"] for w in warm],
-            "worker_mb_median": statistics.median(w["worker_hwm_kib"] for w in warm) * 1024 / 1e6,
-            "worker_mb_max": max(w["worker_hwm_kib"] for w in warm) * 1024 / 1e6,
-            "tree_sum_mb_max": max(w["tree_sum_hwm_kib"] for w in warm) * 1024 / 1e6,
-            "reps": [{**w, "client": asdict(w["client"])} for w in warm],
+        out["warm"] = warm_entry(warm, big_bytes)
+    out["html"] = bench_html_memory(work, latency, run) if MEM_HTML else None
+    return out
+
+
+def warm_entry(warm: list[dict], mail_bytes: int) -> dict:
+    """The warm path's peaks over the repetitions: the client's and the service's."""
+    return {
+        "client": rss_entry([w["client"] for w in warm], mail_bytes),
+        "worker_hwm_kib": [w["worker_hwm_kib"] for w in warm],
+        "worker_idle_hwm_kib": [w["worker_idle_hwm_kib"] for w in warm],
+        "master_hwm_kib": [w["master_hwm_kib"] for w in warm],
+        "tree_sum_hwm_kib": [w["tree_sum_hwm_kib"] for w in warm],
+        "workers": [w["workers"] for w in warm],
+        "renewed": [w["renewed"] for w in warm],
+        "worker_mb_median": statistics.median(w["worker_hwm_kib"] for w in warm) * 1024 / 1e6,
+        "worker_mb_max": max(w["worker_hwm_kib"] for w in warm) * 1024 / 1e6,
+        "tree_sum_mb_max": max(w["tree_sum_hwm_kib"] for w in warm) * 1024 / 1e6,
+        "reps": [{**w, "client": asdict(w["client"])} for w in warm],
+    }
+
+
+def attachment_check(db: Path, attachment: int) -> dict:
+    """The big mail with an attachment opened one ticket and stored the attachment whole."""
+    stored = sqlite_count(db, "SELECT max(size) FROM attachment")
+    tickets = sqlite_count(db, "SELECT count(*) FROM ticket")
+    if stored != attachment or tickets != 1:
+        raise SystemExit(f"memory: {tickets} ticket(s), stored attachment of {stored} bytes; "
+                         f"expected 1 ticket and {attachment} bytes")
+    return {"attachment_stored_bytes": stored, "tickets": tickets}
+
+
+def html_check(db: Path, expect: dict) -> dict:
+    """What the HTML-only mail must have become: one ticket whose one entry shows the text
+    derived from the HTML (longer than a page shows, from the first line to the last),
+    the HTML not shown (over what is cleaned) but attached whole as `message.html`."""
+    con = sqlite3.connect(db)
+    try:
+        verdicts = [row[0] for row in con.execute("SELECT verdict FROM mail_record")]
+        tickets = con.execute("SELECT count(*) FROM ticket").fetchone()[0]
+        entries = con.execute("SELECT body_html IS NULL, COALESCE(body_trimmed, body_text) "
+                              "FROM article WHERE internal = 0").fetchall()
+        files = con.execute("SELECT filename, content_type, size, blob_sha256 FROM attachment"
+                            ).fetchall()
+    finally:
+        con.close()
+    text = entries[0][1] if len(entries) == 1 else ""
+    want = [("message.html", "text/html", expect["html_bytes"], expect["html_sha256"])]
+    problems = []
+    if verdicts != ["ticket"] or tickets != 1 or len(entries) != 1:
+        problems.append(f"verdicts {verdicts}, {tickets} ticket(s), {len(entries)} entries")
+    if entries and not entries[0][0]:
+        problems.append("the HTML is stored to be shown")
+    start, end = expect["start"] in text[:2_000], expect["end"] in text[-2_000:]
+    if len(text) <= web.VIEWER_TEXT_LIMIT or not start or not end:
+        problems.append(f"text of {len(text)} characters (its start found: {start}, its end: "
+                        f"{end})")
+    if [tuple(f) for f in files] != want:
+        problems.append(f"attachments {[(f[0], f[1], f[2], f[3][:12]) for f in files]}, expected "
+                        f"message.html, text/html, {expect['html_bytes']} bytes")
+    if problems:
+        raise SystemExit(f"memory (HTML-only mail, {db.name}): " + "; ".join(problems))
+    return {"tickets": tickets, "text_chars": len(text),
+            "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "attachment": {"filename": "message.html", "bytes": files[0][2]}}
+
+
+def bench_html_memory(work: Path, latency: dict, run: Callable[..., Sample]) -> dict:
+    """The 25 MB HTML-only mail: deliver in process (GNU time) and warm (the worker's
+    VmHWM), each into a fresh database; then the in-process database's ticket in a
+    gunicorn worker (web.viewer_memory), beside a 5 KB ticket for the latency ratio."""
+    hdir = work / "html"
+    hdir.mkdir()
+    log(f"memory: generating the HTML-only mail ({MEM_HTML_CTE})")
+    raw, markup = mails.html_mail(0, SEED, cte=MEM_HTML_CTE)
+    mail_path = hdir / "html.eml"
+    mail_path.write_bytes(raw)
+    encoded = markup.encode("utf-8")
+    expect = {"html_chars": len(markup), "html_bytes": len(encoded),
+              "html_sha256": hashlib.sha256(encoded).hexdigest(),
+              "start": mails.HTML_START, "end": mails.HTML_END}
+    del raw, markup, encoded
+    small_path = hdir / "small.eml"
+    small_path.write_bytes(mails.small_mail(900_000, SEED))  # not one of section 1's
+    viewer_skipped = web.viewer_unavailable(PY)
+    if viewer_skipped:
+        log(f"memory: viewer not measured: {viewer_skipped}")
+    deliver = [*pipe_command(), "--config"]
+    runs: list[Sample] = []
+    warm: list[dict] = []
+    viewers: list[dict] = []
+    checks = []
+    for rep in range(MEM_REPS):
+        order = ["deliver", "warm"]
+        random.Random(f"{SEED}:mem-html:{rep}").shuffle(order)
+        if latency["warm_skipped"]:
+            order.remove("warm")
+        for which in order:
+            if which == "warm":
+                warm.append(warm_big_mail(hdir, rep, mail_path, run,
+                                          lambda db: html_check(db, expect), "HTML"))
+                continue
+            db = hdir / f"helpdesk-{rep}.db"
+            cfg = write_config(hdir, f"sqlite:///{db}", name=f"helpdesk-{rep}.toml",
+                               extra=web.WEB_TOML + ingestd_toml(hdir / "nobody-listens.sock"))
+            init_db(cfg)
+            sample = run("html-deliver", [*deliver, str(cfg), "deliver", "--queue", "dsi"],
+                         str(mail_path))
+            runs.append(sample)
+            checks.append(html_check(db, expect))
+            log(f"  rep {rep + 1}/{MEM_REPS} HTML deliver: {sample.ms:.0f} ms, maxrss "
+                f"{sample.maxrss_kib / 1024:.1f} MiB")
+            if viewer_skipped is None:
+                viewers.append(viewer_rep(hdir, rep, cfg, small_path,
+                                          {**expect, "text_sha256": checks[-1]["text_sha256"]}))
+        for path in hdir.glob(f"*-{rep}.db*"):
+            path.unlink()
+    mail_bytes = os.path.getsize(mail_path)
+    mail_path.unlink()
+    out = {
+        "mail_bytes": mail_bytes,
+        "cte": MEM_HTML_CTE,
+        "html_chars": expect["html_chars"],
+        "html_bytes": expect["html_bytes"],
+        "text_chars": checks[0]["text_chars"],
+        "checks": checks,
+        "deliver": rss_entry(runs, mail_bytes),
+        "warm": warm_entry(warm, mail_bytes) if warm else None,
+        "viewer": None,
+        "viewer_skipped": viewer_skipped,
+    }
+    if viewers:
+        kib = [v["worker_hwm_kib"] for v in viewers]
+        out["viewer"] = {
+            "reps": viewers,
+            "worker_mb_median": statistics.median(kib) * 1024 / 1e6,
+            "worker_mb_max": max(kib) * 1024 / 1e6,
+            "page_worker_mb_max": max(v["page_worker_hwm_kib"] for v in viewers) * 1024 / 1e6,
+            "idle_mb_median": statistics.median(
+                x for v in viewers for x in v["idle_hwm_kib"].values()) * 1024 / 1e6,
+            "ratio_median": statistics.median(v["ratio"] for v in viewers),
         }
     return out
+
+
+def viewer_rep(hdir: Path, rep: int, cfg: Path, small_path: Path, expect: dict) -> dict:
+    """A 5 KB mail into the same database (the small ticket), both tickets' links, then
+    the viewer's measurement (bench/web.py)."""
+    pipe = [*pipe_command(), "--config", str(cfg)]
+    with open(small_path, "rb") as fh:
+        run_checked([*pipe, "deliver", "--queue", "dsi"], stdin=fh, timeout=120)
+    paths = {}
+    for ticket in (1, 2):
+        link = run_checked([*pipe, "ticket", "link", str(ticket)]).stdout.strip().split()[-1]
+        paths[ticket] = urlsplit(link).path
+    res = web.viewer_memory(sys.modules[__name__], cfg, paths[1], paths[2], expect,
+                            hdir / f"gunicorn-{rep}.log", MEM_VIEWER_ROUNDS)
+    log(f"  rep {rep + 1}/{MEM_REPS} viewer: worker VmHWM {res['worker_hwm_kib'] / 1024:.1f} "
+        f"MiB (after the page {res['page_worker_hwm_kib'] / 1024:.1f}, idle "
+        f"{max(res['idle_hwm_kib'].values()) / 1024:.1f}); page {res['ms_median']['page']:.1f}"
+        f" ms vs {res['ms_median']['small page']:.1f} ms for a 5 KB ticket "
+        f"({res['ratio']:.2f}x)")
+    return res
 
 
 class HwmSampler:
@@ -605,9 +762,11 @@ class HwmSampler:
         self.thread.join()
 
 
-def warm_big_mail(big_dir: Path, rep: int, mail_path: Path, run, attachment: int) -> dict:
-    """The 25 MB mail through the warm path: the client's peak RSS (GNU time) and the
-    service's (VmHWM of its processes, sampled), with a fresh database and service."""
+def warm_big_mail(big_dir: Path, rep: int, mail_path: Path, run: Callable[..., Sample],
+                  check: Callable[[Path], object], what: str = "big") -> dict:
+    """A 25 MB mail through the warm path: the client's peak RSS (GNU time) and the
+    service's (VmHWM of its processes, sampled), with a fresh database and service;
+    `check` raises unless the database holds what the mail must have become."""
     db = big_dir / f"warm-{rep}.db"
     sock = big_dir / f"warm-{rep}.sock"
     cfg = write_config(big_dir, f"sqlite:///{db}", name=f"warm-{rep}.toml",
@@ -618,16 +777,14 @@ def warm_big_mail(big_dir: Path, rep: int, mail_path: Path, run, attachment: int
     with svc:
         idle = svc.hwm()
         with HwmSampler(svc) as sampler:
-            sample = run("big-warm", [*pipe_command(), "--config", str(cfg), "deliver",
-                                      "--queue", "dsi"], str(mail_path))
+            sample = run(f"{what}-warm", [*pipe_command(), "--config", str(cfg), "deliver",
+                                          "--queue", "dsi"], str(mail_path))
         decided = svc.decided()
         problems = svc.problems()
     if sum(decided.values()) != 1 or service.fallbacks(cfg.with_suffix(".log")):
-        raise SystemExit(f"memory: the big mail was not decided by the service ({decided}, "
+        raise SystemExit(f"memory: the {what} mail was not decided by the service ({decided}, "
                          f"problems {problems[:3]})")
-    stored = sqlite_count(db, "SELECT max(size) FROM attachment")
-    if stored != attachment:
-        raise SystemExit(f"memory (warm): stored attachment is {stored} bytes")
+    check(db)
     worker = next(iter(decided))
     peak = {**idle}
     for pid, value in sampler.peak.items():
@@ -644,7 +801,7 @@ def warm_big_mail(big_dir: Path, rep: int, mail_path: Path, run, attachment: int
         "renewed": renewed,
         "problems": problems[:5],
     }
-    log(f"  rep {rep + 1}/{MEM_REPS} warm: client {sample.ms:.0f} ms, maxrss "
+    log(f"  rep {rep + 1}/{MEM_REPS} {what} warm: client {sample.ms:.0f} ms, maxrss "
         f"{sample.maxrss_kib / 1024:.1f} MiB; worker VmHWM {out['worker_hwm_kib'] / 1024:.1f} "
         f"MiB (idle {(out['worker_idle_hwm_kib'] or 0) / 1024:.1f}), master "
         f"{out['master_hwm_kib'] / 1024:.1f} MiB" + (", worker renewed after it" if renewed
@@ -829,10 +986,7 @@ def render(res: dict) -> str:
     a("| --- | ---: | --- |")
     a(f"| median(deliver, SQLite) / median(stdlib baseline) ≤ {RATIO_TARGET:g}× | "
       f"{ratio:.2f}× | {verdict(res['targets']['ratio_ok'])} |")
-    d = mem["deliver"]
-    a(f"| peak RSS of deliver, {mem['mail_bytes'] / 1e6:.1f} MB mail into SQLite < "
-      f"{RSS_TARGET_MB:g} MB | {d['maxrss_mb_max']:.1f} MB = {max(d['maxrss_kib']) / 1024:.1f} "
-      f"MiB (worst of {len(d['maxrss_kib'])}) | {verdict(res['targets']['rss_ok'])} |")
+    out.extend(memory_target_rows(mem, res["targets"]))
     forb = imp["forbidden_loaded"] + [m for r in imp["real_deliver"].values()
                                       for m in r["forbidden_loaded"]]
     a(f"| deliver path imports none of {', '.join(FORBIDDEN)} | "
@@ -890,57 +1044,7 @@ def render(res: dict) -> str:
         a("")
         a(". ".join(skipped) + ".")
     a("")
-    a("### 2. Peak memory (RSS)")
-    a("")
-    a(f"Large mail: {mem['mail_bytes']:,} bytes, a short text part plus one attachment of "
-      f"{mem['attachment_bytes']:,} random bytes in base64; `[mail] max_size` left at its "
-      f"default of 25 MiB. Each large-mail run uses a fresh SQLite database. "
-      f"{len(d['maxrss_kib'])} process(es) per row; peak RSS is `ru_maxrss` as reported by "
-      "GNU time (MB = 10⁶ bytes, MiB = 2²⁰ bytes).")
-    a("")
-    a("| mail | command | peak RSS median (MiB) | median (MB) | worst (MB) | × mail size | "
-      "wall time median (ms) |")
-    a("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    big = (("deliver", "`helpdesk-pipe deliver`, SQLite"),
-           ("baseline", "stdlib baseline (parses, leaves the attachment encoded)"))
-    for key, label in big:
-        m = mem[key]
-        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | {label} | {m['maxrss_mib_median']:.1f} | "
-          f"{m['maxrss_mb_median']:.1f} | {m['maxrss_mb_max']:.1f} | "
-          f"{m['maxrss_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | {m['ms_median']:.0f} |")
-    if mem.get("warm"):
-        w = mem["warm"]
-        c = w["client"]
-        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | warm deliver, SQLite: the client "
-          f"(`helpdesk-pipe deliver` with `ingestd` running) | {c['maxrss_mib_median']:.1f} | "
-          f"{c['maxrss_mb_median']:.1f} | {c['maxrss_mb_max']:.1f} | "
-          f"{c['maxrss_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | {c['ms_median']:.0f} |")
-        kib = w["worker_hwm_kib"]
-        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | warm deliver, SQLite: the ingestd worker that "
-          f"took it (VmHWM) | {statistics.median(kib) / 1024:.1f} | "
-          f"{w['worker_mb_median']:.1f} | {w['worker_mb_max']:.1f} | "
-          f"{w['worker_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | – |")
-    names = {"startup": "`python -c pass`", "baseline": "stdlib baseline",
-             "deliver_sqlite": "`helpdesk-pipe deliver`, SQLite",
-             "deliver_pg": "`helpdesk-pipe deliver`, PostgreSQL"}
-    for key, m in mem["small"].items():
-        mail = "none" if key == "startup" else f"{m['mail_bytes'] / 1e3:.1f} kB"
-        a(f"| {mail} | {names[key]} | {m['maxrss_mib_median']:.1f} | {m['maxrss_mb_median']:.1f} "
-          f"| {m['maxrss_mb_max']:.1f} | – | {m['ms_median']:.0f} |")
-    if mem.get("warm"):
-        w = mem["warm"]
-        idle = [x for x in w["worker_idle_hwm_kib"] if x]
-        a("")
-        a("Warm rows: a fresh database and service for each mail; the service's peak is the "
-          "VmHWM of its processes (`/proc/<pid>/status`, the master and its forked workers, "
-          "sampled every few ms so a worker renewed after the mail is not missed). The worker "
-          f"that took the mail peaked at {w['worker_mb_max']:.1f} MB at worst"
-          + (f" (idle before it: {statistics.median(idle) * 1024 / 1e6:.1f} MB)" if idle else "")
-          + f"; the master at {max(w['master_hwm_kib']) * 1024 / 1e6:.1f} MB; the sum over "
-          f"the master and its {max(w['workers'])} workers (pages shared since the fork counted "
-          f"in each) {w['tree_sum_mb_max']:.1f} MB at worst."
-          + (" The worker was renewed after the mail ([ingestd] max_rss_mb)."
-             if any(w["renewed"]) else ""))
+    out.extend(render_memory(mem))
     a("")
     a("### 3. What the deliver path imports")
     a("")
@@ -1015,6 +1119,164 @@ def render(res: dict) -> str:
     return "\n".join(out)
 
 
+def memory_target_rows(mem: dict, targets: dict) -> list[str]:
+    """Section 2's rows of the Targets table (they all begin with `| peak RSS of`)."""
+    d = mem["deliver"]
+    rows = [f"| peak RSS of deliver, {mem['mail_bytes'] / 1e6:.1f} MB mail into SQLite < "
+            f"{RSS_TARGET_MB:g} MB | {d['maxrss_mb_max']:.1f} MB = "
+            f"{max(d['maxrss_kib']) / 1024:.1f} MiB (worst of {len(d['maxrss_kib'])}) | "
+            f"{verdict(targets['rss_ok'])} |"]
+    rows += [f"| {t['target']} | {t['result']} | {t['status']} |"
+             for t in targets["memory_html"]]
+    return rows
+
+
+def render_memory(mem: dict) -> list[str]:
+    """Section 2 of the results block."""
+    out: list[str] = []
+    a = out.append
+    d = mem["deliver"]
+    a("### 2. Peak memory (RSS)")
+    a("")
+    a(f"Large mail: {mem['mail_bytes']:,} bytes, a short text part plus one attachment of "
+      f"{mem['attachment_bytes']:,} random bytes in base64; `[mail] max_size` left at its "
+      f"default of 25 MiB. Each large-mail run uses a fresh SQLite database. "
+      f"{len(d['maxrss_kib'])} process(es) per row; peak RSS is `ru_maxrss` as reported by "
+      "GNU time (MB = 10⁶ bytes, MiB = 2²⁰ bytes).")
+    a("")
+    a("| mail | command | peak RSS median (MiB) | median (MB) | worst (MB) | × mail size | "
+      "wall time median (ms) |")
+    a("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    big = (("deliver", "`helpdesk-pipe deliver`, SQLite"),
+           ("baseline", "stdlib baseline (parses, leaves the attachment encoded)"))
+    for key, label in big:
+        m = mem[key]
+        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | {label} | {m['maxrss_mib_median']:.1f} | "
+          f"{m['maxrss_mb_median']:.1f} | {m['maxrss_mb_max']:.1f} | "
+          f"{m['maxrss_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | {m['ms_median']:.0f} |")
+    if mem.get("warm"):
+        w = mem["warm"]
+        c = w["client"]
+        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | warm deliver, SQLite: the client "
+          f"(`helpdesk-pipe deliver` with `ingestd` running) | {c['maxrss_mib_median']:.1f} | "
+          f"{c['maxrss_mb_median']:.1f} | {c['maxrss_mb_max']:.1f} | "
+          f"{c['maxrss_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | {c['ms_median']:.0f} |")
+        kib = w["worker_hwm_kib"]
+        a(f"| {mem['mail_bytes'] / 1e6:.1f} MB | warm deliver, SQLite: the ingestd worker that "
+          f"took it (VmHWM) | {statistics.median(kib) / 1024:.1f} | "
+          f"{w['worker_mb_median']:.1f} | {w['worker_mb_max']:.1f} | "
+          f"{w['worker_mb_median'] * 1e6 / mem['mail_bytes']:.1f} | – |")
+    names = {"startup": "`python -c pass`", "baseline": "stdlib baseline",
+             "deliver_sqlite": "`helpdesk-pipe deliver`, SQLite",
+             "deliver_pg": "`helpdesk-pipe deliver`, PostgreSQL"}
+    for key, m in mem["small"].items():
+        mail = "none" if key == "startup" else f"{m['mail_bytes'] / 1e3:.1f} kB"
+        a(f"| {mail} | {names[key]} | {m['maxrss_mib_median']:.1f} | {m['maxrss_mb_median']:.1f} "
+          f"| {m['maxrss_mb_max']:.1f} | – | {m['ms_median']:.0f} |")
+    if mem.get("warm"):
+        w = mem["warm"]
+        idle = [x for x in w["worker_idle_hwm_kib"] if x]
+        a("")
+        a("Warm rows: a fresh database and service for each mail; the service's peak is the "
+          "VmHWM of its processes (`/proc/<pid>/status`, the master and its forked workers, "
+          "sampled every few ms so a worker renewed after the mail is not missed). The worker "
+          f"that took the mail peaked at {w['worker_mb_max']:.1f} MB at worst"
+          + (f" (idle before it: {statistics.median(idle) * 1024 / 1e6:.1f} MB)" if idle else "")
+          + f"; the master at {max(w['master_hwm_kib']) * 1024 / 1e6:.1f} MB; the sum over "
+          f"the master and its {max(w['workers'])} workers (pages shared since the fork counted "
+          f"in each) {w['tree_sum_mb_max']:.1f} MB at worst."
+          + (" The worker was renewed after the mail ([ingestd] max_rss_mb)."
+             if any(w["renewed"]) else ""))
+    if mem.get("html"):
+        out.extend(render_html_memory(mem["html"]))
+    return out
+
+
+def render_html_memory(h: dict) -> list[str]:
+    """Section 2, the HTML-only mail: the pipe's peaks and the viewer worker's."""
+    out: list[str] = []
+    a = out.append
+    c = h["checks"][0]
+    mb = h["mail_bytes"]
+    a("")
+    a(f"HTML-only mail: {mb:,} bytes, one `text/html; charset=utf-8` part in {h['cte']} "
+      f"holding {h['html_bytes']:,} bytes ({h['html_chars']:,} characters) of newsletter HTML "
+      "([`mails.py`](mails.py) `html_mail`: a layout table of articles, each a heading with "
+      "its link, paragraphs of French text with bold words and links, every third one a "
+      "table of dates; typographic apostrophes, `€`, `&nbsp;`), no text part. Checked in "
+      f"every database: one ticket, its entry's text derived from the HTML ({c['text_chars']:,}"
+      " characters, from the newsletter's first line to its last), the HTML not shown (over "
+      "the 1,000,000 characters that are cleaned) and attached whole as `message.html` "
+      f"({c['attachment']['bytes']:,} bytes, sha256 as sent).")
+    a("")
+    a("| mail | what | peak RSS median (MiB) | median (MB) | worst (MB) | × mail size | "
+      "wall time median (ms) |")
+    a("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    size = f"{mb / 1e6:.1f} MB HTML"
+
+    def row(label: str, kib: list[int], ms: str) -> None:
+        med = statistics.median(kib)
+        a(f"| {size} | {label} | {med / 1024:.1f} | {med * 1024 / 1e6:.1f} | "
+          f"{max(kib) * 1024 / 1e6:.1f} | {med * 1024 / mb:.1f} | {ms} |")
+
+    d = h["deliver"]
+    row("`helpdesk-pipe deliver`, SQLite (in process)", d["maxrss_kib"], f"{d['ms_median']:.0f}")
+    if h["warm"]:
+        w = h["warm"]
+        row("warm deliver, SQLite: the client", w["client"]["maxrss_kib"],
+            f"{w['client']['ms_median']:.0f}")
+        row("warm deliver, SQLite: the ingestd worker that took it (VmHWM"
+            + ("; renewed after it, over `[ingestd] max_rss_mb`)" if any(w["renewed"]) else ")"),
+            w["worker_hwm_kib"], "–")
+    v = h["viewer"]
+    if v:
+        reps = v["reps"]
+        row("viewer: the gunicorn worker, after the page (VmHWM)",
+            [r["page_worker_hwm_kib"] for r in reps], "–")
+        row("viewer: the gunicorn workers' peak, page + `message.html` + whole text (VmHWM)",
+            [r["worker_hwm_kib"] for r in reps], "–")
+        r0 = reps[0]
+        a("")
+        a(f"Viewer: `gunicorn -w 2` with `webview:create_app()`, as section 4 starts it, on the "
+          "database of the in-process row with a 5 KB ticket added; a fresh server per "
+          f"process row ({len(reps)}). Requests one at a time, each checked: the ticket's "
+          f"page (200, one entry, the text shown cut with its notice and the whole-text link, "
+          f"`message.html` listed, {r0['page_bytes']:,} bytes), `message.html` (its "
+          f"{h['html_bytes']:,} bytes, sha256 as sent), the whole text ({r0['text_bytes']:,} "
+          "bytes, the stored text), then the page and the small ticket's page "
+          f"{r0['rounds']} times each in a seeded order after {2 * web.WORKERS} of each. Both "
+          "workers first serve another page (a key of its own in the page cache), so the first "
+          "request of each page is a render on a warm worker. Peak RSS: VmHWM of both workers "
+          "read from `/proc/<pid>/status` after every request (the kernel keeps the high-water "
+          "mark; the workers were the same processes at the end, so none left with its peak). "
+          f"Idle workers: {v['idle_mb_median']:.1f} MB; "
+          + ("the downloads were served by the worker that peaked (gunicorn's access log)"
+             if all(set(r["downloads_by"].values()) == {max(r["peak_hwm_kib"],
+                                                            key=r["peak_hwm_kib"].get)}
+                    for r in reps)
+             else "downloads served by: " + "; ".join(
+                 ", ".join(f"{k} by {p}" for k, p in r["downloads_by"].items())
+                 + f" (peaks {r['peak_hwm_kib']})" for r in reps)) + ".")
+        a("")
+        def over(field: str, kind: str) -> float:  # the median over the servers
+            return statistics.median(r[field][kind] for r in reps)
+
+        a(f"Page latency, from the page cache (medians of each server, then over the servers): "
+          f"**{over('ms_median', 'page'):.1f} ms** against {over('ms_median', 'small page'):.1f}"
+          " ms"
+          f" for the 5 KB ticket's page: **{v['ratio_median']:.2f}×** (median over {len(reps)} "
+          "server(s); per server " + ", ".join(f"{r['ratio']:.2f}" for r in reps) + "). "
+          f"Rendered (the first request of each page, one per server; median over the servers): "
+          f"{over('first_ms', 'page'):.0f} ms against {over('first_ms', 'small page'):.0f} ms ("
+          + ", ".join(f"{r['rendered_ratio']:.1f}×" for r in reps) + "). Downloads: "
+          f"`message.html` {over('first_ms', 'message.html'):.0f} ms, the whole text "
+          f"{over('first_ms', 'whole text'):.0f} ms.")
+    elif h.get("viewer_skipped"):
+        a("")
+        a(f"Viewer: not measured: {h['viewer_skipped']}.")
+    return out
+
+
 def render_burst(b: dict | None) -> list[str]:
     if not b:
         return ["### 5. Burst", "", "Skipped (BENCH_BURST=0)."]
@@ -1071,6 +1333,39 @@ def render_burst(b: dict | None) -> list[str]:
 
 def not_measured(target: str, why: str) -> dict:
     return {"target": target, "result": "–", "status": f"not measured: {why}", "ok": None}
+
+
+def html_targets(mem: dict) -> list[dict]:
+    """The HTML-only mail's targets: the pipe's peak and the viewer worker's."""
+    h = mem.get("html")
+    size = f"{h['mail_bytes'] / 1e6:.1f} MB" if h else "25 MB"
+    pipe = f"peak RSS of deliver, {size} HTML-only mail into SQLite < {RSS_TARGET_MB:g} MB"
+    viewer = (f"peak RSS of a viewer worker (gunicorn) serving that ticket: its page, "
+              f"`message.html`, the whole text < {VIEWER_RSS_TARGET_MB:g} MB")
+    if h is None:
+        why = "BENCH_MEM_HTML=0" if "html" in mem else "not in this run"
+        return [not_measured(pipe, why), not_measured(viewer, why)]
+
+    def worst(kib: list[int]) -> str:
+        return (f"{max(kib) * 1024 / 1e6:.1f} MB = {max(kib) / 1024:.1f} MiB (worst of "
+                f"{len(kib)})")
+
+    d = h["deliver"]
+    out = [{"target": pipe, "result": worst(d["maxrss_kib"]),
+            "ok": d["maxrss_mb_max"] < RSS_TARGET_MB}]
+    if h["warm"]:
+        out.append({"target": "peak RSS of the ingestd worker that took it (VmHWM; reported, "
+                    "not judged)", "result": worst(h["warm"]["worker_hwm_kib"]), "ok": None,
+                    "status": "–"})
+    v = h["viewer"]
+    if v:
+        out.append({"target": viewer, "result": worst([r["worker_hwm_kib"] for r in v["reps"]]),
+                    "ok": v["worker_mb_max"] < VIEWER_RSS_TARGET_MB})
+    else:
+        out.append(not_measured(viewer, h.get("viewer_skipped") or "not run"))
+    for t in out:
+        t.setdefault("status", verdict(t["ok"]) if t["ok"] is not None else "–")
+    return out
 
 
 def new_targets(res: dict) -> list[dict]:
@@ -1232,6 +1527,9 @@ def compute_targets(res: dict) -> None:
     }
     res["targets"]["new"] = new_targets(res)
     res["targets"]["new_ok"] = all(t["ok"] is not False for t in res["targets"]["new"])
+    res["targets"]["memory_html"] = html_targets(memory)
+    res["targets"]["memory_html_ok"] = all(t["ok"] is not False
+                                           for t in res["targets"]["memory_html"])
 
 
 def publish(res: dict) -> int:
@@ -1245,13 +1543,101 @@ def publish(res: dict) -> int:
     else:
         log(f"README left alone; results in {RESULTS / res['json_name']}")
     failed = not all(res["targets"][k] for k in ("ratio_ok", "rss_ok", "imports_ok", "web_ok",
-                                                  "new_ok"))
-    unmeasured = [t["target"] for t in res["targets"]["new"] if t["status"].startswith("not")]
+                                                  "new_ok", "memory_html_ok"))
+    unmeasured = [t["target"] for t in res["targets"]["new"] + res["targets"]["memory_html"]
+                  if t["status"].startswith("not")]
     if unmeasured:
         log(f"not measured: {'; '.join(unmeasured)}")
     if failed:
         log("a target is missed: see the Targets table")
     return 1 if failed and os.environ.get("CHECK") == "1" else 0
+
+
+def memory_setup(work: Path, pg: Postgres, warm_skip: str | None) -> dict:
+    """What section 2 takes from section 1 when it runs alone: fresh 5 KB mails, the
+    in-process configs and databases they go into, the stdlib baseline's database."""
+    mail_dir = work / "mails"
+    mail_dir.mkdir()
+    (work / "stderr").mkdir()
+    paths = mails.write_small_mails(mail_dir, 2 * MEM_REPS, SEED)
+    nobody = ingestd_toml(work / "nobody-listens.sock")
+    sqlite_cfg = write_config(work, f"sqlite:///{work / 'helpdesk.db'}", extra=nobody)
+    init_db(sqlite_cfg)
+    pg_cfg = None
+    if pg.url:
+        pg_cfg = write_config(work, pg.url, name="helpdesk-pg.toml", extra=nobody)
+        init_db(pg_cfg)
+    base = work / "baseline-normal.db"
+    make_baseline_db(base)
+    return {"extra_mails": paths, "baseline_db": str(base), "warm_skipped": warm_skip,
+            "configs": {"sqlite": str(sqlite_cfg), "pg": str(pg_cfg) if pg_cfg else None},
+            "mail_bytes": {"median": statistics.median(os.path.getsize(p) for p in paths)}}
+
+
+def memory_only() -> int:
+    """`bench.py --memory`: section 2 alone. Prints its targets and tables; raw results in
+    bench/results/memory-<UTC time>.json; with UPDATE_README=1, section 2 and its rows of
+    the Targets table replace theirs in the README's results block."""
+    RESULTS.mkdir(exist_ok=True)
+    work = RESULTS / "work-memory"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    os.chdir(work)
+    started = time.perf_counter()
+    warm_skip = service.available(pipe_command(), CHILD_ENV)
+    if warm_skip:
+        log(f"warm variants skipped: {warm_skip}")
+    with Postgres() as pg:
+        env = environment(pg)
+        memory = bench_memory(work, memory_setup(work, pg, warm_skip))
+    res = {"env": env, "memory": memory, "wall_s": time.perf_counter() - started}
+    res["targets"] = {"rss_ok": memory["deliver"]["maxrss_mb_max"] < RSS_TARGET_MB,
+                      "memory_html": html_targets(memory)}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"memory-{stamp}{'-quick' if QUICK else ''}.json"
+    (RESULTS / name).write_text(json.dumps(res, indent=1, default=str), encoding="utf-8")
+    if os.environ.get("KEEP") != "1":
+        os.chdir(HERE)
+        shutil.rmtree(work)
+    rows = memory_target_rows(memory, res["targets"])
+    note = (f"*Section 2 and its rows of the Targets table: a run of section 2 alone "
+            f"(`bench/bench.py --memory`), {env['date']}, load average at start "
+            f"{env['loadavg_start'][0]:.2f}, {res['wall_s']:.0f} s; raw data "
+            f"`bench/results/{name}` (not committed).*"
+            + (" **QUICK mode: smoke test, not representative.**" if QUICK else ""))
+    section = render_memory(memory)
+    section[2:2] = [note, ""]
+    print("\n".join(["| target | result | status |", "| --- | ---: | --- |", *rows, "",
+                     *section]))
+    if os.environ.get("UPDATE_README") == "1":
+        splice_memory(rows, section)
+        log(f"section 2 written to {README} (raw: {RESULTS / name})")
+    else:
+        log(f"README left alone; results in {RESULTS / name}")
+    failed = not res["targets"]["rss_ok"] or any(t["ok"] is False
+                                                 for t in res["targets"]["memory_html"])
+    if failed:
+        log("a target is missed: see the Targets rows")
+    return 1 if failed and os.environ.get("CHECK") == "1" else 0
+
+
+def splice_memory(rows: list[str], section: list[str]) -> None:
+    """Put section 2 and its target rows of another run into the README's results block."""
+    text = README.read_text(encoding="utf-8")
+    head, rest = text.split(MARK_START, 1)
+    block, tail = rest.split(MARK_END, 1)
+    lines = block.split("\n")
+    old = [i for i, line in enumerate(lines) if line.startswith("| peak RSS of ")]
+    start = next((i for i, line in enumerate(lines) if line.startswith("### 2. ")), None)
+    end = next((i for i, line in enumerate(lines) if line.startswith("### 3. ")), None)
+    if not old or old != list(range(old[0], old[-1] + 1)) or start is None or end is None \
+            or not old[-1] < start < end:
+        raise SystemExit(f"{README}: no section 2 or Targets rows to replace in the results")
+    lines[start:end] = [*section, ""]
+    lines[old[0]:old[-1] + 1] = rows
+    README.write_text(f"{head}{MARK_START}{chr(10).join(lines)}{MARK_END}{tail}",
+                      encoding="utf-8")
 
 
 def rerender(path: str) -> int:
@@ -1265,4 +1651,6 @@ def rerender(path: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--render":
         sys.exit(rerender(sys.argv[2]))
+    if sys.argv[1:] == ["--memory"]:
+        sys.exit(memory_only())
     sys.exit(main())

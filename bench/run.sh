@@ -4,7 +4,8 @@
 #                                 fills its databases of 1M tickets once and caches them)
 #   QUICK=1 bench/run.sh          smoke test (~2 min): README left alone (UPDATE_README=1 to force)
 #   PY=/path/to/python bench/run.sh   measure another interpreter (it must have helpdesk-pipe installed)
-# Other knobs (RUNS, WARMUP, MEM_REPS, IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, BENCH_ROUNDUP=0,
+# Other knobs (RUNS, WARMUP, MEM_REPS, BENCH_MEM_HTML=0, MEM_HTML_CTE, MEM_VIEWER_ROUNDS,
+# IMPORT_REPS, BENCH_PG_URL, BENCH_PG=0, BENCH_ROUNDUP=0,
 # CHECK=1, KEEP=1, BENCH_WEB=0, WEB_*, BENCH_BURST=0, BURST_*, BENCH_SCALE=0, SCALE_*):
 # see the docstring of bench/bench.py and bench/README.md.
 set -euo pipefail

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -238,13 +239,13 @@ class Gunicorn:
     """`gunicorn -w 2 -b 127.0.0.1:PORT APP` in its own session, logging to a file."""
 
     def __init__(self, py: str, app: str, env: dict[str, str], log_path: Path,
-                 chdir: Path | None = None) -> None:
+                 chdir: Path | None = None, extra: list[str] | None = None) -> None:
         self.port = _free_port()
         argv = [str(Path(py).parent / "gunicorn"), "-w", str(WORKERS), "-b",
                 f"{HOST}:{self.port}"]
         if chdir:
             argv += ["--chdir", str(chdir)]
-        self.argv = [*argv, app]
+        self.argv = [*argv, *(extra or []), app]
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -473,6 +474,178 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+# -- section 2: the ticket of the big HTML-only mail in a worker --------------------------
+
+# webview/data.py TEXT_LIMIT: the characters of an entry's text its page shows.
+VIEWER_TEXT_LIMIT = 200_000
+NOTICE_MARK = '<p class="notice">'
+# gunicorn's access log, one line per request: the worker's pid, the path, status, bytes.
+_ACCESS = ["--access-logfile", "-", "--access-logformat",
+           "served %(p)s %(U)s %(q)s %(s)s %(B)s"]
+_SERVED = re.compile(r"^served <(\d+)> (\S+) (\S*) (\d+) (\d+)$", re.M)
+# A page that is another key of the page cache (webview/views.py _page): it warms a
+# worker (templates compiled, catalogues loaded) and leaves the pages measured uncached.
+_WARM_QUERY = "images=1"
+# The one thing of a page that is the reader's own (a new session per connection here).
+_CSRF = re.compile(rb'name="csrf_token" value="[^"]*"')
+
+
+def viewer_unavailable(py: str) -> str | None:
+    """None when gunicorn and webview are there next to `py` (as bench/run.sh checks)."""
+    if not (Path(py).parent / "gunicorn").exists():
+        return f"no gunicorn next to {py}"
+    res = subprocess.run([py, "-c", "import webview"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "LANG": "C"})
+    return None if res.returncode == 0 else f"webview not importable: {res.stderr[-200:]}"
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise SystemExit(f"web: no VmHWM for pid {pid}")
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def viewer_memory(h: ModuleType, cfg: Path, big: str, small: str, expect: dict,
+                  log_path: Path, rounds: int) -> dict:
+    """The big HTML-only mail's ticket served by a real gunicorn worker (started as
+    section 4 starts the ticket page's): its page, its `message.html` and its whole
+    text downloaded, each checked; the peak RSS of the workers (VmHWM, read from
+    /proc/<pid>/status after every request; the workers must be the same processes at
+    the end, so no peak left with a replaced one); then the page's latency against a
+    small ticket's page of the same database: once each rendered (both workers warmed
+    first by another page, so neither pays its first request), then `rounds` times each
+    from the workers' page cache, in a seeded order.
+
+    `expect`: the bytes and sha256 of the HTML the attachment must hold, the sha256 of
+    the ticket's whole text (as stored) and a phrase from its end the page must not show."""
+    env = {**h.CHILD_ENV, "HELPDESK_CONFIG": str(cfg)}
+    with Gunicorn(h.PY, "webview:create_app()", env, log_path, extra=_ACCESS) as server:
+        workers = sorted(server.workers)
+        idle = {pid: _vm_hwm_kib(pid) for pid in workers}
+        served: list[dict] = []
+
+        def get(kind: str, path: str) -> bytes:
+            start = time.perf_counter()
+            status, body = fetch(server.port, path)
+            ms = (time.perf_counter() - start) * 1000.0
+            served.append({"kind": kind, "path": path, "status": status, "bytes": len(body),
+                           "ms": ms, "hwm_kib": {p: _vm_hwm_kib(p) for p in workers}})
+            if status != 200:
+                raise SystemExit(f"web (memory): {kind} {path} answered {status}: "
+                                 f"{body[:300]!r}")
+            return body
+
+        def logged(query: str) -> set[int]:
+            return {int(m[0]) for m in _SERVED.findall(log_path.read_text()) if m[2] == query}
+
+        for _ in range(10):  # until both workers have served a page
+            for _ in range(2 * WORKERS):
+                get("warm-up", f"{small}?{_WARM_QUERY}")
+            time.sleep(0.2)  # a worker logs a request after its answer
+            if logged(_WARM_QUERY) == set(workers):
+                break
+        else:
+            raise SystemExit(f"web (memory): warm-up requests reached workers "
+                             f"{sorted(logged(_WARM_QUERY))} of {workers}")
+        page = get("small page", small).decode("utf-8", "replace")
+        if page.count(ENTRY_MARK) != 1 or NOTICE_MARK in page:
+            raise SystemExit(f"web (memory): the small ticket's page shows "
+                             f"{page.count(ENTRY_MARK)} entries, a cut notice: "
+                             f"{NOTICE_MARK in page}")
+        raw_page = get("page", big)
+        page = raw_page.decode("utf-8", "replace")
+        same_page = _CSRF.sub(b"", raw_page)
+        files = re.findall(r'href="(/t/[^"/]+/a/\d+)" download>([^<]*)</a>', page)
+        texts = re.findall(r'href="(/t/[^"/]+/e/\d+/text)" download>', page)
+        problems = []
+        if page.count(ENTRY_MARK) != 1:
+            problems.append(f"{page.count(ENTRY_MARK)} entries, expected 1")
+        if HTML_MARK in page:
+            problems.append("the HTML is shown (it is over what is cleaned)")
+        if NOTICE_MARK not in page or len(texts) != 1:
+            problems.append(f"cut notice: {NOTICE_MARK in page}, whole-text links: {len(texts)}")
+        if [name for _, name in files] != ["message.html"]:
+            problems.append(f"attachments listed: {[name for _, name in files]}")
+        if expect["start"] not in page or expect["end"] in page:
+            problems.append(f"start of the text shown: {expect['start'] in page}, its end "
+                            f"shown: {expect['end'] in page}")
+        if problems:
+            raise SystemExit("web (memory): the big ticket's page: " + "; ".join(problems))
+        attached = get("message.html", files[0][0])
+        if len(attached) != expect["html_bytes"] or _sha256(attached) != expect["html_sha256"]:
+            raise SystemExit(f"web (memory): message.html is {len(attached)} bytes "
+                             f"(sha256 {_sha256(attached)[:12]}), expected "
+                             f"{expect['html_bytes']} ({expect['html_sha256'][:12]})")
+        del attached
+        whole = get("whole text", texts[0])
+        if _sha256(whole) != expect["text_sha256"] or expect["end"].encode() not in whole:
+            raise SystemExit(f"web (memory): the whole text is {len(whole)} bytes, not the "
+                             "stored text")
+        whole_bytes = len(whole)
+        del whole
+        rng = random.Random(f"{h.SEED}:viewer-memory")
+        timing: dict[str, list[float]] = {"page": [], "small page": []}
+        warm = 2 * WORKERS  # each worker has rendered and cached both pages
+        for r in range(warm + rounds):
+            order = [("page", big), ("small page", small)]
+            rng.shuffle(order)
+            for kind, path in order:
+                body = get(kind, path)
+                if kind == "page" and _CSRF.sub(b"", body) != same_page:
+                    raise SystemExit("web (memory): the big ticket's page changed")
+                if r >= warm:
+                    timing[kind].append(served[-1]["ms"])
+        now = sorted(_children(server.proc.pid))
+        if now != workers:
+            raise SystemExit(f"web (memory): gunicorn's workers changed from {workers} to {now}"
+                             " (one was replaced: its peak went with it)")
+    # Two workers write the log, not always in the order the requests were sent, and
+    # the viewer's logging hides the token (`/t/…`); the downloads' paths are still one
+    # of a kind, so they tell which worker served them.
+    def hidden(path: str) -> str:
+        return re.sub(r"^/t/[^/?]+", "/t/…", path.split("?")[0])
+
+    lines = [(int(pid), hidden(path)) for pid, path, _q, _s, _b in
+             _SERVED.findall(log_path.read_text()) if path != "/__ready__"]
+    by = {path: pid for pid, path in lines}
+    for r in served:
+        r["logged_path"] = hidden(r["path"])
+    if Counter(p for _, p in lines) != Counter(r["logged_path"] for r in served):
+        raise SystemExit(f"web (memory): the access log lists {len(lines)} requests, "
+                         f"{len(served)} were sent")
+    peak = {pid: max(r["hwm_kib"][pid] for r in served) for pid in workers}
+    first = {kind: next(r for r in served if r["kind"] == kind) for kind in
+             ("page", "small page", "message.html", "whole text")}
+    after_page = max(first["page"]["hwm_kib"].values())  # pages served, no download yet
+    med = {kind: statistics.median(v) for kind, v in timing.items()}
+    return {
+        "workers": workers,
+        "idle_hwm_kib": idle,
+        "peak_hwm_kib": peak,
+        "worker_hwm_kib": max(peak.values()),
+        "page_worker_hwm_kib": after_page,
+        "downloads_by": {k: by.get(first[k]["logged_path"]) for k in ("message.html",
+                                                                      "whole text")},
+        "page_bytes": len(raw_page),
+        "text_bytes": whole_bytes,
+        "first_ms": {k: r["ms"] for k, r in first.items()},
+        "rendered_ratio": first["page"]["ms"] / first["small page"]["ms"],
+        "rounds": rounds,
+        "ms_median": med,
+        "ratio": med["page"] / med["small page"],
+        "samples_ms": {k: [round(x, 3) for x in v] for k, v in timing.items()},
+        "requests": len(served),
+    }
 
 
 # -- in process: no server, no network ---------------------------------------------------
