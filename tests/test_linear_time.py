@@ -19,12 +19,19 @@ import random
 import time
 from collections.abc import Callable
 
+from helpdesk.ingest.addresses import parse_addresses
 from helpdesk.ingest.attachments import AttachmentReader
 from helpdesk.ingest.charset import _cp1252
 from helpdesk.ingest.charset import _utf8_repaired
+from helpdesk.ingest.classify import OwnMarks
+from helpdesk.ingest.classify import classify
 from helpdesk.ingest.headertext import decode_header
 from helpdesk.ingest.mime import build_message
 from helpdesk.ingest.parse import parse
+from helpdesk.ingest.quotes import REPLY_MARKER_EN
+from helpdesk.ingest.quotes import trim_quoted
+
+OWN = OwnMarks(instance="helpdesk-test.univ.example", domains=("univ.example",))
 
 
 def _best(work: Callable[[], object], rounds: int) -> float:
@@ -139,3 +146,56 @@ def test_content_type_parameters_are_read_in_linear_time() -> None:
 
     assert growth(many, 32 * 1024) < LINEAR
     assert growth(quoted, 32 * 1024) < LINEAR
+
+
+def test_out_of_office_subject_check_does_not_backtrack_exponentially() -> None:
+    # The blanks around "re :" prefixes could be shared out in 3^n ways, each tried
+    # again on a miss: 16 of them took 45 s.
+    def work(count: int) -> None:
+        mail = parse(head("Subject: " + "re  :" * count + "x\n") + b"body\n")
+        classify(b"", mail, {}, OWN)
+
+    assert growth(work, 3) < LINEAR
+    out_of_office = parse(head("Subject: RE: re : Absence : Paul\n") + b"x\n")
+    assert classify(b"", out_of_office, {}, OWN) is not None
+
+
+def test_a_from_of_nested_comments_is_read_not_deferred_forever() -> None:
+    # getaddresses() recursed once per "(": RecursionError, exit 75, and again at each retry.
+    raw = b"From: " + b"(" * 5000 + b"a@x.org\nSubject: hello\n\nbody\n"
+    assert classify(raw, parse(raw), {}, OWN) is None
+
+
+def test_many_reply_markers_on_one_long_quoted_line_trim_in_linear_time() -> None:
+    def work(count: int) -> None:
+        trim_quoted("> " * (count * 20) + ("y " + REPLY_MARKER_EN + " ") * count)
+
+    assert growth(work, 1000) < LINEAR
+
+
+def test_address_lists_are_read_in_linear_time() -> None:
+    for build in (
+        lambda size: "<" + " " * size + "<",  # `<([^<>]*)>?\s*$` gave back one blank at a time
+        lambda size: "a <x" + " " * size + "y>",  # `\s*([.@])\s*` from every blank
+        lambda size: "x, " + "b <x>, " * (size // 7),  # `Last, First <addr>` joined with +=
+    ):
+        assert growth(lambda size, b=build: parse_addresses([b(size)], ()), 8 * 1024) < LINEAR
+    assert parse_addresses(["Smith, John <john . smith @ x.org>"], ()) == [
+        ("Smith, John", "john.smith@x.org")
+    ]
+
+
+def test_recipients_are_read_up_to_a_hundred_and_a_defect_says_so() -> None:
+    to = ", ".join(f"user{i}@univ.example" for i in range(500))
+    mail = parse(head(f"Cc: {to}\n") + b"body\n")
+    assert len(mail.cc) == 100
+    assert mail.cc[99] == ("", "user99@univ.example")
+    assert "Cc: over 100 entries, only the first ones read" in mail.defects
+    assert len(parse(head(f"Cc: {to[:2000]}\n") + b"body\n").cc) < 100  # fewer: all of them
+
+
+def test_a_subject_is_cut_at_a_thousand_characters_and_a_defect_says_so() -> None:
+    mail = parse(head("Subject: " + "mot " * 10000 + "\n") + b"body\n")
+    assert len(mail.subject) <= 1000
+    assert mail.subject.startswith("mot mot")
+    assert "Subject: 39999 characters, cut to 1000" in mail.defects
