@@ -26,6 +26,7 @@ from helpdesk.ingest.charset import _utf8_repaired
 from helpdesk.ingest.classify import OwnMarks
 from helpdesk.ingest.classify import classify
 from helpdesk.ingest.headertext import decode_header
+from helpdesk.ingest.htmltext import html_to_text
 from helpdesk.ingest.mime import build_message
 from helpdesk.ingest.parse import parse
 from helpdesk.ingest.quotes import REPLY_MARKER_EN
@@ -199,3 +200,25 @@ def test_a_subject_is_cut_at_a_thousand_characters_and_a_defect_says_so() -> Non
     assert len(mail.subject) <= 1000
     assert mail.subject.startswith("mot mot")
     assert "Subject: 39999 characters, cut to 1000" in mail.defects
+
+
+def test_html_to_text_of_broken_markup_is_linear() -> None:
+    # The stdlib parser searched to the end of the input again from each construct it
+    # could not finish (`<a<a<a`: 75 s for 256 kB).
+    for build in (
+        lambda size: "<a" * (size // 2),
+        lambda size: "</" * (size // 2),
+        lambda size: "<?" * (size // 2),
+        lambda size: "<!--x>" * (size // 6),
+        lambda size: "<![CDATA[ >" * (size // 11),
+        lambda size: "<a b='>'" * (size // 8),
+        lambda size: "<blockquote>" * (size // 24) + "<br>" * (size // 8),  # "> " per level
+    ):
+        assert growth(lambda size, b=build: html_to_text(b(size)), 16 * 1024, 3) < LINEAR, build(24)
+
+
+def test_html_to_text_still_reads_valid_markup_and_caps_the_quote_depth() -> None:
+    assert html_to_text('<p title="a > b">un <b>deux</b></p><p>trois</p>') == "un deux\n\ntrois"
+    assert html_to_text("<p>x</p><!-- a > b --><p>y<![if !x]>z<![endif]></p>") == "x\n\nyz"
+    assert html_to_text("a <b>b</b> < c") == "a b < c"  # text after the last ">" as written
+    assert html_to_text("<blockquote>" * 40 + "deep") == "> " * 30 + "deep"
