@@ -222,3 +222,41 @@ def test_html_to_text_still_reads_valid_markup_and_caps_the_quote_depth() -> Non
     assert html_to_text("<p>x</p><!-- a > b --><p>y<![if !x]>z<![endif]></p>") == "x\n\nyz"
     assert html_to_text("a <b>b</b> < c") == "a b < c"  # text after the last ">" as written
     assert html_to_text("<blockquote>" * 40 + "deep") == "> " * 30 + "deep"
+
+
+def nested_multiparts(size: int) -> bytes:
+    """A multipart in a multipart in ... as many levels as fit in size bytes."""
+    level = 'Content-Type: multipart/mixed; boundary="b%07d"\n\n--b%07d\n'
+    count = size // len(level % (0, 0))
+    body = "".join(level % (i, i) for i in range(count)).encode()
+    return head(ctype='multipart/mixed; boundary="top"') + b"--top\n" + body + b"\ndeep\n"
+
+
+def nested_messages(size: int) -> bytes:
+    """A message/rfc822 in a message/rfc822 in ..., as many levels as fit in size bytes."""
+    level = b"Content-Type: message/rfc822\n\n"
+    return head(ctype="message/rfc822") + level * (size // len(level)) + b"Subject: deep\n\nx\n"
+
+
+def test_deep_nesting_parses_in_linear_time_and_keeps_the_deep_parts_whole() -> None:
+    # The feed parser checks each line against every enclosing boundary and recurses per
+    # level: it ran out of recursion, and parse() fell back to the headers and the text.
+    for build in (nested_multiparts, nested_messages):
+        assert growth(lambda size, b=build: parse(b(size)), 256 * 1024, 3) < LINEAR
+        raw = build(256 * 1024)
+        mail = parse(raw)
+        assert not [d for d in mail.defects if "failed" in d], mail.defects
+        assert any("nested over 32 levels deep: 1 kept whole" in d for d in mail.defects)
+        [deep] = [a for a in mail.attachments if a.filename == "nested-part.eml"]
+        assert deep.content_type == "message/rfc822"
+        assert len(deep.data) > 200 * 1024 and raw.endswith(deep.data)
+
+
+def test_messages_nested_in_attached_messages_are_not_attached_again_and_again() -> None:
+    # Each attached message's own attached message was attached too: 20 levels, 20 copies.
+    raw = head(ctype="message/rfc822") + b"Content-Type: message/rfc822\n\n" * 20
+    raw += b"Subject: deep\nContent-Type: text/plain\n\n" + b"x" * 100_000 + b"\n"
+    mail = parse(raw)
+    assert sum(len(a.data) for a in mail.attachments) <= 2 * len(raw)
+    assert "messages nested in attached messages: not all attached again" in mail.defects
+    assert mail.attachments[0].data == raw[raw.index(b"\n\n") + 2 :]  # the outer one, whole

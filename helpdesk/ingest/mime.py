@@ -79,6 +79,11 @@ class _Message(Message):
         return email.utils.decode_params(params)
 
 
+def new_message() -> Message:
+    """An empty message of the class build_message's trees are made of."""
+    return _Message()
+
+
 def build_message(data: bytes) -> Message:
     """Build the stdlib tree (compat32), fed in slices.
 

@@ -13,6 +13,8 @@ set is the reference, see tests/test_corpus.py):
   as the bytes it came with, as `<its subject>.eml`, and the files inside it are
   attached too; its text is never merged into the body;
 - TNEF (winmail.dat) is unpacked into its files;
+- parts nested deeper than nesting.MAX_DEPTH levels are not parsed: each is attached
+  whole, as it came, as `nested-part.eml`;
 - headers are decoded from RFC 2047 in any charset, and raw 8-bit headers are
   decoded with the charsets the message declares elsewhere, then UTF-8, then
   Windows-1252;
@@ -36,6 +38,7 @@ from helpdesk.ingest.mime import charset_hints
 from helpdesk.ingest.mime import text_of
 from helpdesk.ingest.mime import tree_defects
 from helpdesk.ingest.mime import walk_tree
+from helpdesk.ingest.nesting import bound_nesting
 from helpdesk.ingest.parsed import ParsedAttachment
 from helpdesk.ingest.parsed import ParsedMail
 from helpdesk.ingest.rawparts import split_header
@@ -63,7 +66,8 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMail:
     data = strip_mbox(raw)
     data = drop_bom(data, defects)
     data = repair_header_block(data, defects)
-    message = build_message(data)
+    skeleton, cut = bound_nesting(data, defects)
+    message = build_message(skeleton)
     hints = charset_hints(message)
     mail = ParsedMail()
     fill_headers(mail, message, hints)
@@ -72,7 +76,7 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMail:
     mail.text = "\n\n".join(t for t in texts if t.strip())
     htmls = [text_of(part, hints, defects) for part in walk.html]
     mail.html = "\n".join(h for h in htmls if h.strip()) or None
-    reader = AttachmentReader(message, data, hints, defects)
+    reader = AttachmentReader(message, data, hints, defects, cut)
     mail.attachments = reader.files(walk.files)
     if mail.html is None and reader.tnef_html.strip():
         mail.html = reader.tnef_html  # Outlook's winmail.dat carried the body
