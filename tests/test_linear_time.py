@@ -15,16 +15,36 @@ raw, opens its ticket with the text attached as it came, and exits 0.
 from __future__ import annotations
 
 import gc
+import json
 import random
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import db_execute
+from conftest import make_mail
+from conftest import run_cli
+from conftest import run_pipe
+from conftest import write_config
+from ingestd_service import Service
 
 from helpdesk.ingest.addresses import parse_addresses
 from helpdesk.ingest.attachments import AttachmentReader
+from helpdesk.ingest.budget import BudgetExceeded
+from helpdesk.ingest.budget import budget
 from helpdesk.ingest.charset import _cp1252
 from helpdesk.ingest.charset import _utf8_repaired
 from helpdesk.ingest.classify import OwnMarks
 from helpdesk.ingest.classify import classify
+from helpdesk.ingest.client import introduction
 from helpdesk.ingest.headertext import decode_header
 from helpdesk.ingest.htmltext import html_to_text
 from helpdesk.ingest.mime import build_message
@@ -260,3 +280,219 @@ def test_messages_nested_in_attached_messages_are_not_attached_again_and_again()
     assert sum(len(a.data) for a in mail.attachments) <= 2 * len(raw)
     assert "messages nested in attached messages: not all attached again" in mail.defects
     assert mail.attachments[0].data == raw[raw.index(b"\n\n") + 2 :]  # the outer one, whole
+
+
+# -- part three: the parse budget -------------------------------------------------------
+
+
+def _spin(seconds: float) -> None:
+    """Pure Python work for about `seconds` (what the budget must be able to cut)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_budget_interrupts_pure_work_and_leaves_no_timer_behind() -> None:
+    start = time.monotonic()
+    with pytest.raises(BudgetExceeded):
+        with budget(0.05):
+            _spin(5)
+    assert time.monotonic() - start < 2
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with budget(0.05):  # in time: nothing happens, then or later
+        pass
+    _spin(0.2)
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # given back by a budget met
+
+
+def test_a_budget_interrupts_a_backtracking_regular_expression() -> None:
+    exponential = re.compile(r"(?:\s*a\s*\s*:)*\s*b")  # 3^n ways to fail on "a  :" * n + "x"
+    start = time.monotonic()
+    with pytest.raises(BudgetExceeded):
+        with budget(0.1):
+            exponential.match("a  :" * 40 + "x")
+    assert time.monotonic() - start < 2
+
+
+def test_a_budget_works_outside_the_main_thread() -> None:
+    outcome: list[str] = []
+
+    def work() -> None:
+        try:
+            with budget(0.05):
+                _spin(5)
+            outcome.append("not interrupted")
+        except BudgetExceeded:
+            outcome.append("interrupted")
+        with budget(0.05):
+            pass
+        _spin(0.2)  # a budget that was met never fires later
+        outcome.append("done")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert outcome == ["interrupted", "done"]
+
+
+NOTICE_FR = (
+    "Ce message n'a pas pu être lu en {} s : il est joint tel qu'il est arrivé (message.eml)."
+)
+KEPT_RAW = "parse budget of 0.25 s exceeded: kept raw, attached as message.eml"
+
+
+def _budget_config(db_url: str, directory: Path, seconds: float, extra: str = "") -> Path:
+    path = write_config(directory, db_url, extra=extra, mail=f"parse_budget_s = {seconds}\n")
+    assert run_cli(path, "init").returncode == 0
+    return path
+
+
+def slow_mail(size: int = 8 << 20, **headers: str) -> bytes:
+    """A mail whose body is stray bytes: about 0.1 s per MB to read, far past 0.25 s."""
+    return make_mail(**headers) + b"a\xff" * (size // 2)
+
+
+def _record(config: Path, mail_id: int | None = None) -> dict[str, object]:
+    where = f"WHERE id = {int(mail_id)}" if mail_id else "ORDER BY id DESC LIMIT 1"
+    [row] = db_execute(
+        config,
+        f"SELECT id, verdict, reason, defects, subject, sender, ticket_id FROM mail_record {where}",
+    )
+    keys = ("id", "verdict", "reason", "defects", "subject", "sender", "ticket_id")
+    return dict(zip(keys, row, strict=True))
+
+
+def _files(config: Path, ticket_id: int) -> list[tuple[str, str, bytes]]:
+    rows = db_execute(
+        config,
+        "SELECT a.filename, a.content_type, b.data FROM attachment a"
+        " JOIN blob b ON b.sha256 = a.blob_sha256 JOIN article r ON r.id = a.article_id"
+        " WHERE r.ticket_id = :t ORDER BY a.id",
+        t=ticket_id,
+    )
+    return [(name, ctype, bytes(data)) for name, ctype, data in rows]
+
+
+def test_a_mail_past_the_parse_budget_opens_its_ticket_with_the_mail_attached(
+    db_url: str, tmp_path: Path
+) -> None:
+    config = _budget_config(db_url, tmp_path, 0.25)
+    raw = slow_mail(subject="Lent à lire", message_id="<slow@univ.example>")
+    result = run_pipe(config, raw)
+    assert (result.returncode, result.stderr) == (0, b"")
+    record = _record(config)
+    assert record["verdict"] == "ticket"
+    assert record["reason"] == KEPT_RAW
+    assert json.loads(str(record["defects"]))[0] == "parse budget of 0.25 s exceeded"
+    # The headers were read: the ticket is the sender's, under its subject.
+    assert (record["subject"], record["sender"]) == ("Lent à lire", "alice@univ.example")
+    ticket_id = int(str(record["ticket_id"]))
+    [(body,)] = db_execute(
+        config, "SELECT body_text FROM article WHERE ticket_id = :t", t=ticket_id
+    )
+    assert body == NOTICE_FR.format("0.25")
+    assert _files(config, ticket_id) == [("message.eml", "message/rfc822", raw)]
+    # The MTA delivering it again (it never would: exit 0) finds it, and is done as fast.
+    again = run_pipe(config, raw)
+    assert again.returncode == 0
+    assert _record(config)["verdict"] == "duplicate"
+
+
+def test_a_reply_past_the_parse_budget_still_threads_into_its_ticket(
+    db_url: str, tmp_path: Path
+) -> None:
+    config = _budget_config(db_url, tmp_path, 0.25)
+    assert run_pipe(config, make_mail(message_id="<first@univ.example>")).returncode == 0
+    first = _record(config)
+    [(ack,)] = db_execute(config, "SELECT message_id FROM outbox_message ORDER BY id LIMIT 1")
+    reply = slow_mail(subject="Re: Imprimante en panne", extra_headers=f"In-Reply-To: <{ack}>\r\n")
+    assert run_pipe(config, reply).returncode == 0
+    record = _record(config)
+    assert (record["verdict"], record["ticket_id"]) == ("followup", first["ticket_id"])
+    assert "In-Reply-To/References" in str(record["reason"])
+    assert str(record["reason"]).endswith(
+        "parse budget of 0.25 s exceeded: kept raw, attached as message.eml"
+    )
+    assert _files(config, int(str(first["ticket_id"]))) == [
+        ("message.eml", "message/rfc822", reply)
+    ]
+
+
+def test_when_even_the_headers_run_out_of_time_the_mail_still_opens_a_ticket(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import helpdesk.ingest.deliver as pipe
+    from helpdesk.config import load_settings
+    from helpdesk.store import Store
+
+    config = _budget_config(db_url, tmp_path, 0.1)
+    settings = load_settings(config)
+    monkeypatch.setattr(pipe, "parse_kept_raw", lambda *args: _spin(30))
+    raw = slow_mail(size=4 << 20)
+    envelope = {"SENDER": "bob@univ.example"}
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        outcome = pipe.deliver(raw, settings, "dsi", envelope, store)
+    assert (outcome.code, outcome.verdict) == (0, "ticket")
+    record = _record(config, outcome.mail_id)
+    assert json.loads(str(record["defects"])) == [
+        "parse budget of 0.1 s exceeded",
+        "headers unreadable in time",
+    ]
+    [(subject, requester)] = db_execute(
+        config,
+        "SELECT t.subject, p.email FROM ticket t JOIN person p ON p.id = t.requester_id",
+    )
+    assert (subject, requester) == ("(sans objet)", "bob@univ.example")  # the envelope's
+    assert _files(config, int(str(outcome.ticket_id))) == [("message.eml", "message/rfc822", raw)]
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for a socket: unix socket paths stop at 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="hd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_mail_past_the_parse_budget_in_an_ingestd_worker(
+    db_url: str, tmp_path: Path, short_dir: Path
+) -> None:
+    sock = short_dir / "s.sock"
+    config = _budget_config(db_url, tmp_path, 0.25, extra=f'[ingestd]\nsocket = "{sock}"\n')
+    service = Service(config, str(sock), "--workers", "1")
+    try:
+        before = service.workers()
+        # A first mail: the worker's sender thread runs when the budget's alarm comes.
+        assert run_pipe(config, make_mail(message_id="<first@univ.example>")).returncode == 0
+        result = run_pipe(config, slow_mail(message_id="<slow@univ.example>"))
+        assert (result.returncode, result.stderr) == (0, b"")
+        assert _record(config)["verdict"] == "ticket"
+        # Answered by the service, not by the client delivering in its own process.
+        assert any("(parse budget of 0.25 s exceeded)" in line for line in service.handled())
+        assert "delivering in process" not in (tmp_path / "helpdesk.log").read_text()
+        assert run_pipe(config, make_mail(message_id="<next@univ.example>")).returncode == 0
+        assert len(service.handled()) == 3
+        # The worker that was interrupted made way for a fresh one.
+        assert "a parse budget ran out, renewing" in service.log()
+        assert len(service.workers()) == 1 and not service.workers() & before
+    finally:
+        assert service.stop() == 0, service.log()
+
+
+@pytest.mark.slow
+def test_the_client_waits_for_the_parse_budget_before_it_delivers_itself(
+    db_url: str, tmp_path: Path, short_dir: Path
+) -> None:
+    sock = short_dir / "s.sock"
+    config = _budget_config(db_url, tmp_path, 600, extra=f'[ingestd]\nsocket = "{sock}"\n')
+    service = Service(config, str(sock), "--workers", "1")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(sock))
+            client.sendall(introduction(str(config), "dsi"))
+            protocol, _max_size, reply_timeout = client.recv(512).split()
+        assert protocol == b"HDP1"
+        assert int(reply_timeout) >= 600 + 10  # the budget, its fallback, and then some
+    finally:
+        assert service.stop() == 0, service.log()

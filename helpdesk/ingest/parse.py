@@ -42,12 +42,23 @@ from helpdesk.ingest.nesting import bound_nesting
 from helpdesk.ingest.parsed import ParsedAttachment
 from helpdesk.ingest.parsed import ParsedMail
 from helpdesk.ingest.rawparts import split_header
+from helpdesk.ingest.repair import HEADER_END
 from helpdesk.ingest.repair import drop_bom
 from helpdesk.ingest.repair import repair_header_block
 from helpdesk.ingest.repair import strip_mbox
 from helpdesk.ingest.transfer import to_lf
 
-__all__ = ["ParsedAttachment", "ParsedMail", "decode_bytes", "parse", "strip_mbox"]
+__all__ = [
+    "ParsedAttachment",
+    "ParsedMail",
+    "decode_bytes",
+    "parse",
+    "parse_kept_raw",
+    "strip_mbox",
+]
+
+# How much of a mail parse_kept_raw reads its headers from.
+KEPT_RAW_HEADERS = 64 * 1024
 
 
 def parse(raw: bytes) -> ParsedMail:
@@ -100,6 +111,30 @@ def _parse_minimal(raw: bytes) -> ParsedMail:
         mail.text = decode_bytes(to_lf(body)).strip("\n")
     except Exception as exc:  # noqa: BLE001
         mail.defects.append(f"headers unreadable: {type(exc).__name__}")
+    return mail
+
+
+def parse_kept_raw(raw: bytes, notice: str, defect: str) -> ParsedMail:
+    """A mail that could not be read in time: its headers, from its first 64 KB (enough
+    for a ticket and its threading), `notice` as its text, and the mail itself attached
+    as it came, as message.eml. Takes time bounded by that prefix; never raises."""
+    mail = ParsedMail()
+    try:
+        head = strip_mbox(raw[:KEPT_RAW_HEADERS])
+        end = HEADER_END.search(head)
+        if end is not None:
+            head = head[: end.start()]
+        elif len(raw) > KEPT_RAW_HEADERS:
+            head = head[: max(head.rfind(b"\n"), 0)]  # not the line the cut ran through
+        from email.parser import BytesParser
+
+        message = BytesParser(policy=RAW_HEADERS).parsebytes(head + b"\n\n", headersonly=True)
+        fill_headers(mail, message, charset_hints(message))
+    except Exception as exc:  # noqa: BLE001 - the notice and the attachment are what counts
+        mail.defects.append(f"headers unreadable: {type(exc).__name__}")
+    mail.text = notice
+    mail.attachments = [ParsedAttachment("message.eml", "message/rfc822", raw)]
+    mail.defects.insert(0, defect)
     return mail
 
 
