@@ -134,7 +134,9 @@ def _guess_undeclared(data: bytes) -> str | None:
     total = len(classes) - classes.count(b"a") - classes.count(b"l")
     if total < 4:
         return None
-    runs = _LONG_RUN.sub(b"h", classes.translate(_ONE_HIGH_CLASS))
+    runs = classes.translate(_ONE_HIGH_CLASS)
+    while b"hh" in runs:  # halves every run: few passes, each at the speed of memchr
+        runs = runs.replace(b"hh", b"h")
     run_count = runs.count(b"h")
     # Runs with an ASCII letter before or after them (those with both counted once: with
     # every a doubled, no two "aha" share their a).
@@ -155,7 +157,6 @@ _BYTE_CLASS = bytes(
     for b in range(256)
 )
 _ONE_HIGH_CLASS = bytes.maketrans(b"H", b"h")
-_LONG_RUN = re.compile(rb"hh+")  # runs of one byte, the most of them, need no change
 _LOW_HIGH_BYTE = re.compile(rb"[\x80-\xa0]")  # a run holding one is no EUC
 _ODD_HIGH_RUN = re.compile(rb"(?<![\x80-\xff])(?:[\x80-\xff]{2})*+[\x80-\xff](?![\x80-\xff])")
 
