@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
+DEFAULT_PARSE_BUDGET_S = 60.0
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _MAKE_KEY = (
     "use at least 16 characters, made with: "
@@ -150,6 +151,8 @@ class Settings:
     path: Path | None = None
     busy_timeout: float = 30.0
     max_size: int = DEFAULT_MAX_SIZE
+    # Seconds one mail may take to be parsed and classified; past them it is kept raw.
+    parse_budget_s: float = DEFAULT_PARSE_BUDGET_S
     queues: dict[str, Queue] = field(default_factory=dict)
     log_file: str | None = None
     groups: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
@@ -288,6 +291,16 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     max_size = mail.get("max_size", DEFAULT_MAX_SIZE)
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
         raise ConfigError(f"{config_path}: [mail] max_size must be a positive number of bytes")
+    parse_budget = mail.get("parse_budget_s", DEFAULT_PARSE_BUDGET_S)
+    if (
+        isinstance(parse_budget, bool)
+        or not isinstance(parse_budget, int | float)
+        or not 0 < parse_budget <= 3600
+    ):
+        raise ConfigError(
+            f"{config_path}: [mail] parse_budget_s must be a number of seconds, over 0 and"
+            " at most 3600"
+        )
     log_file = log.get("file")
     if log_file is not None and not isinstance(log_file, str):
         raise ConfigError(f"{config_path}: [log] file must be a path")
@@ -315,6 +328,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         path=config_path,
         busy_timeout=float(busy_timeout),
         max_size=max_size,
+        parse_budget_s=float(parse_budget),
         queues=queues,
         log_file=log_file,
         groups=_groups(_table(data, "groups", config_path), config_path),

@@ -11,9 +11,11 @@ it to one core; two workers per CPU because a worker mostly waits on fsync or SM
 
 Bounded: a worker holds one mail at a time (at most `[mail] max_size`), a worker
 whose resident memory passed `[ingestd] max_rss_mb` after a mail is replaced by a
-fresh fork, and so is one that served `max_requests` mails. A slow client or a huge
-mail ties up one worker; the others keep accepting. A client that stops sending
-for `read_timeout` seconds is dropped and delivers in its own process.
+fresh fork, and so is one that served `max_requests` mails, or one whose parse budget
+(`[mail] parse_budget_s`) ran out (its interrupted work is not trusted to have tidied
+up). A slow client or a huge mail ties up one worker; the others keep accepting. A
+client that stops sending for `read_timeout` seconds is dropped and delivers in its
+own process; one waits for its answer longer than the parse budget.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from helpdesk.config import ConfigError
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
 from helpdesk.files import set_group_umask
+from helpdesk.ingest.budget import expirations
+from helpdesk.ingest.budget import worst_case
 from helpdesk.ingest.client import PROTOCOL
 
 __all__ = ["IngestdError", "serve"]
@@ -199,6 +203,10 @@ class _Worker:
                 if self.served >= limits.max_requests:
                     log.info("worker %s: served %s mails, renewing", os.getpid(), self.served)
                     break
+                if expirations():
+                    # Interrupted work may have left a lock or a cache half done: start afresh.
+                    log.info("worker %s: a parse budget ran out, renewing", os.getpid())
+                    break
         except _Stop:
             pass
         finally:
@@ -277,7 +285,11 @@ class _Worker:
             except ConfigError as exc:
                 failure = exc  # answered as the pipe would answer it: 75
             settings = self.settings
-            reply_timeout = settings.busy_timeout * 3 + 60
+            # Past this the client delivers in its own process: it must wait for the parse
+            # budget and its fallback too, or the mail would be read twice.
+            reply_timeout = min(
+                settings.busy_timeout * 3 + worst_case(settings.parse_budget_s) + 60, 86399
+            )
             conn.sendall(b"%s %d %d\n" % (PROTOCOL, settings.max_size, reply_timeout))
             sized, rest = _read_block(conn, rest, _PROBE)  # doctor leaves here
             raw = _read_body(conn, rest, sized, settings.max_size)

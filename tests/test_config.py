@@ -1,9 +1,12 @@
-"""Settings: queue matching and SQLite paths."""
+"""Settings: queue matching, SQLite paths, the parse budget."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from helpdesk.config import ConfigError
 from helpdesk.config import Queue
 from helpdesk.config import load_settings
 from helpdesk.files import sqlite_path
@@ -38,3 +41,16 @@ def test_sqlite_path_decodes_like_sqlalchemy() -> None:
 
     url = "sqlite:////tmp/a%20b%C3%A9.db"
     assert sqlite_path(url) == make_url(url).database == "/tmp/a bé.db"
+
+
+def test_the_parse_budget_is_read_from_mail_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "helpdesk.toml"
+    config.write_text('[database]\nurl = "sqlite:///h.db"\n')
+    assert load_settings(config).parse_budget_s == 60.0
+    for value, seconds in (("5", 5.0), ("0.5", 0.5), ("3600", 3600.0)):
+        config.write_text(f'[database]\nurl = "sqlite:///h.db"\n[mail]\nparse_budget_s = {value}\n')
+        assert load_settings(config).parse_budget_s == seconds
+    for bad in ("0", "-1", "3601", '"60"', "true"):
+        config.write_text(f'[database]\nurl = "sqlite:///h.db"\n[mail]\nparse_budget_s = {bad}\n')
+        with pytest.raises(ConfigError, match=r"\[mail\] parse_budget_s must be a number"):
+            load_settings(config)

@@ -404,14 +404,20 @@ def test_deeply_nested_multipart_does_not_raise() -> None:
     )
     raw = b"From: a@x.org\n" + head.encode() + b"Content-Type: text/plain\n\ndeep\n"
     limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(250)  # the stdlib parser recurses per level: make it run out
+    sys.setrecursionlimit(250)  # the stdlib parser recurses per level: it would run out
     try:
         parsed = parse(raw)
     finally:
         sys.setrecursionlimit(limit)
     assert isinstance(parsed, ParsedMail)
     assert parsed.sender == "a@x.org"
-    assert any("RecursionError" in d for d in parsed.defects)  # the MIME parser gave up
+    # The parser is not let that deep: the levels past 32 are kept whole, as they came.
+    assert not any("RecursionError" in d for d in parsed.defects)
+    assert any("nested over 32 levels" in d for d in parsed.defects)
+    [nested] = parsed.attachments
+    assert (nested.filename, nested.content_type) == ("nested-part.eml", "message/rfc822")
+    assert nested.data.startswith(b'Content-Type: multipart/mixed; boundary="b32"\n')
+    assert nested.data.endswith(b"\ndeep\n") and nested.data in raw
 
 
 def test_the_whole_zammad_set_parses_without_falling_back() -> None:

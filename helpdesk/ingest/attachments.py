@@ -10,6 +10,7 @@ from helpdesk.ingest.headertext import decode_header
 from helpdesk.ingest.headertext import unfold
 from helpdesk.ingest.mime import part_param
 from helpdesk.ingest.mime import walk_tree
+from helpdesk.ingest.nesting import CUT_TYPE
 from helpdesk.ingest.parsed import ParsedAttachment
 from helpdesk.ingest.rawparts import MESSAGE_TYPES
 from helpdesk.ingest.rawparts import entity_bytes
@@ -41,13 +42,25 @@ _EXTENSIONS = {
 class AttachmentReader:
     """Turns the parts of one message into a body and ParsedAttachments."""
 
-    def __init__(self, message: Message, data: bytes, hints: tuple[str, ...], defects: list[str]):
+    def __init__(
+        self,
+        message: Message,
+        data: bytes,
+        hints: tuple[str, ...],
+        defects: list[str],
+        cut: list[bytes] | None = None,
+    ):
         self.hints = hints
         self.defects = defects
         self.message = message
         self.data = data
+        self.cut = cut or []  # the parts nesting.bound_nesting kept out of the tree
+        self.copied = 0  # bytes of messages attached from inside attached messages
+        self.copies_dropped = False
         self.raw: dict[int, bytes] | None = None  # built when a message/* part needs it
         self.names: set[str] = set()
+        # The suffix each name's next twin tries first: suffixes below it are taken.
+        self.next_suffix: dict[str, int] = {}
         self.tnef_text = ""
         self.tnef_html = ""
 
@@ -73,9 +86,13 @@ class AttachmentReader:
         out: list[ParsedAttachment] = []
         for part in parts:
             ctype = part.get_content_type()
+            if ctype == CUT_TYPE:
+                out.append(self._cut_part(part))
+                continue
             if ctype.startswith("message/"):
                 data = self.body_bytes(part)
-                out.append(self._attachment(part, data, nested))
+                if self._room_for_copy(data, nested):
+                    out.append(self._attachment(part, data, nested))
                 inner = part.get_payload()
                 if ctype in MESSAGE_TYPES and isinstance(inner, list) and len(inner) == 1:
                     # The files of an attached message are attachments too (not its text).
@@ -96,6 +113,30 @@ class AttachmentReader:
                     continue
             out.append(attachment)
         return out
+
+    def _room_for_copy(self, data: bytes, nested: bool) -> bool:
+        """Whether a message attached inside an attached message is attached too.
+
+        Its bytes are inside its parent's .eml already: one nested in the next, 30 deep,
+        was 30 copies of the mail. Such copies stop at the size of the mail itself.
+        """
+        if not nested:
+            return True
+        self.copied += len(data)
+        if self.copied <= len(self.data):
+            return True
+        if not self.copies_dropped:
+            self.defects.append("messages nested in attached messages: not all attached again")
+        self.copies_dropped = True
+        return False
+
+    def _cut_part(self, part: Message) -> ParsedAttachment:
+        """A part nested too deep to be parsed, attached whole as the message it is."""
+        try:
+            data = self.cut[int(str(part.get_param("n")))]
+        except (ValueError, IndexError):  # a mail that names our placeholder type itself
+            data = payload_bytes(part, self.defects)
+        return ParsedAttachment(self._unique("nested-part.eml"), "message/rfc822", data)
 
     def _attachment(self, part: Message, data: bytes, nested: bool) -> ParsedAttachment:
         ctype = part.get_content_type()
@@ -148,16 +189,23 @@ class AttachmentReader:
         return " ".join(decode_header(part.get("content-description", ""), self.hints).split())
 
     def _unique(self, name: str) -> str:
-        """Zammad's rule: a second `image.jpg` becomes `image1.jpg`."""
+        """Zammad's rule: a second `image.jpg` becomes `image1.jpg`.
+
+        Taken names are never freed, so the next twin of a name starts from the suffix
+        after the last one it got: 30,000 parts of one name are not 30,000 searches
+        from 1 (that took a minute).
+        """
         if name not in self.names:
             self.names.add(name)
             return name
         stem, dot, ext = name.partition(".") if "." in name[1:] else (name, "", "")
-        for i in range(1, 10000):
+        for i in range(self.next_suffix.get(name, 1), 10000):
             candidate = f"{stem}{i}{dot}{ext}"
             if candidate not in self.names:
                 self.names.add(candidate)
+                self.next_suffix[name] = i + 1
                 return candidate
+        self.next_suffix[name] = 10000
         return name
 
 

@@ -104,7 +104,9 @@ _BOUNCE_SUBJECT = re.compile(
 # followed by what an autoresponder puts there (":", "-", "(", ...): "Absence : Paul"
 # matches, "Absence de connexion wifi" and "Out of paper in printer" do not. The
 # "until" phrases are complete by themselves: nobody else writes "Away until May 5".
-_PREFIXES = r"^(?:\s*(?:re|aw|tr|fw|fwd|wg|sv|antw|r[ée]f)\s*(?:\[\d+\])?\s*:)*\s*"
+# Possessive: with backtracking, the blanks around each prefix could be shared out in
+# so many ways that "re  :" * 20 and a miss took hours (each split was tried again).
+_PREFIXES = r"^(?:\s*+(?:re|aw|tr|fw|fwd|wg|sv|antw|r[ée]f)\s*+(?:\[\d+\])?+\s*+:)*+\s*+"
 _OOO_PHRASE = (
     r"r[ée]ponse automatique|r[ée]ponse d.absence|message d.absence|absent(?:e)?"
     r"|absen(?:ce|t|te) du bureau|absence|en cong[ée]s?"
@@ -130,6 +132,7 @@ _QUOTED_ID = re.compile(r"(?im)^[ \t>]*message-id[ \t]*:[ \t]*<([^<>\s]+@[^<>\s]
 _CONTENT_TYPE = re.compile(rb"(?i)content-type[ \t]*:")
 _MAX_IDS = 50
 _MAX_REASON = 200
+_MAX_ADDRESS_HEADER = 4096
 
 
 def classify(
@@ -317,12 +320,25 @@ def _locals(value: str) -> list[str]:
     "MAILER-DAEMON <>" (Barracuda, DragonFly) names the daemon only in its display name.
     """
     out = []
-    for name, addr in getaddresses([value]):
+    for name, addr in _addresses(value):
         if addr:
             out.append(addr.rsplit("@", 1)[0].strip('"'))
         elif name:
             out.append(name.strip('"'))
     return out
+
+
+def _addresses(value: str) -> list[tuple[str, str]]:
+    """getaddresses() of the start of a header value, [] for one it cannot read.
+
+    Its parser recurses into nested comments (a From of 1,000 "(" raised RecursionError,
+    and the mail was deferred again at every retry) and slows down on long values; a
+    machine's address is near the start of a short header.
+    """
+    try:
+        return getaddresses([value[:_MAX_ADDRESS_HEADER]])
+    except Exception:  # noqa: BLE001 - what the stdlib cannot read names no machine
+        return []
 
 
 def _machine_sender(mail: ParsedMail, envelope: dict[str, str]) -> str:
@@ -333,7 +349,7 @@ def _machine_sender(mail: ParsedMail, envelope: dict[str, str]) -> str:
     if any(value.strip() == "<>" for value in mail.headers.get("return-path", [])):
         return "Return-Path: <>"
     for value in mail.headers.get("from", []) + mail.headers.get("sender", []):
-        for name, addr in getaddresses([value]):
+        for name, addr in _addresses(value):
             local = addr.rsplit("@", 1)[0]
             if _DAEMON.fullmatch(local) or _MACHINE_LOCAL.fullmatch(local):
                 return addr

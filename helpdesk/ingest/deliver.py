@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from helpdesk.config import ConfigError
@@ -28,14 +29,20 @@ from helpdesk.config import Queue
 from helpdesk.config import Settings
 from helpdesk.config import load_settings
 from helpdesk.files import set_group_umask
+from helpdesk.ingest.budget import FALLBACK_S
+from helpdesk.ingest.budget import BudgetExceeded
+from helpdesk.ingest.budget import budget
 from helpdesk.ingest.classify import OUR_ID_PREFIX
 from helpdesk.ingest.classify import OwnMarks
 from helpdesk.ingest.classify import Verdict
 from helpdesk.ingest.classify import classify
 from helpdesk.ingest.client import ENVELOPE_VARIABLES
 from helpdesk.ingest.client import read_message
+from helpdesk.ingest.parse import KEPT_RAW_HEADERS
+from helpdesk.ingest.parse import ParsedAttachment
 from helpdesk.ingest.parse import ParsedMail
 from helpdesk.ingest.parse import parse
+from helpdesk.ingest.parse import parse_kept_raw
 from helpdesk.store import IntegrityError
 from helpdesk.store import Store
 from helpdesk.store import StoreError
@@ -579,16 +586,25 @@ def deliver(
             return deliver(raw, settings, queue_name, environ, own, send)
     digest = hashlib.sha256(raw).hexdigest()
     mail_id = _record_raw(store, queue.name, raw, digest, envelope)
-    mail = parse(raw)
+    own = own_marks(settings)
+    late = None
+    try:
+        # Pure work, done before the write lock: with 30 deliveries at once on two cores,
+        # every millisecond inside it is a millisecond for each one queued behind it.
+        # Past the budget the mail is kept raw: a retry by the MTA would take as long.
+        with budget(settings.parse_budget_s):
+            mail = parse(raw)
+            machine = classify(raw, mail, envelope, own)
+    except BudgetExceeded:
+        late = f"parse budget of {settings.parse_budget_s:g} s exceeded"
+        log.warning("mail #%s: %s: kept raw, attached as message.eml", mail_id, late)
+        mail, machine = _kept_raw(raw, settings, queue, envelope, own, late)
     # A digest, not the Message-ID itself: a long non-ASCII one would overflow
     # PostgreSQL's btree row limit and defer the mail forever.
     if mail.message_id:
         dedup_key = "mid:" + hashlib.sha256(mail.message_id.encode("utf-8", "replace")).hexdigest()
     else:
         dedup_key = f"sha256:{digest}"
-    # Pure work, done before the write lock: with 30 deliveries at once on two cores,
-    # every millisecond inside it is a millisecond for each one queued behind it.
-    machine = classify(raw, mail, envelope, own_marks(settings))
     if machine is None and not _seen(store, queue.name, dedup_key):
         shown_as_stored(mail)  # a duplicate's text is never stored: no cleaning for it
         warm_up(settings)
@@ -600,6 +616,8 @@ def deliver(
             # A concurrent delivery claimed the same Message-ID; the retry sees it.
             if attempt == 2:
                 raise
+    if late is not None:
+        outcome = _noted_late(store, outcome, late)
     if send:
         send_after_commit(store, settings, mail_id)
     return outcome
@@ -724,3 +742,57 @@ def run(
     if line:
         print(line, file=sys.stderr)
     return outcome.code
+
+
+# What a mail read past its parse budget shows as its text, in the queue's language.
+_KEPT_RAW_NOTICE = {
+    "fr": "Ce message n'a pas pu être lu en {seconds} s : il est joint tel qu'il est arrivé"
+    " (message.eml).",
+    "en": "This message could not be read within {seconds} s: it is attached as it came"
+    " (message.eml).",
+}
+
+
+def _kept_raw(
+    raw: bytes,
+    settings: Settings,
+    queue: Queue,
+    envelope: dict[str, str],
+    own: OwnMarks,
+    late: str,
+) -> tuple[ParsedMail, Verdict | None]:
+    """The mail as parse_kept_raw reads it (its headers, the notice, itself attached), and
+    what its headers say of it; if even that runs out of time, the notice and no headers."""
+    notice = _KEPT_RAW_NOTICE.get(queue.language, _KEPT_RAW_NOTICE["en"]).format(
+        seconds=f"{settings.parse_budget_s:g}"
+    )
+    try:
+        with budget(min(settings.parse_budget_s, FALLBACK_S)):
+            mail = parse_kept_raw(raw, notice, late)
+            # Machine mail is told by its headers; the attached copy of itself is no
+            # attached message (nor is the rest of the mail, unread, to be searched).
+            head = replace(mail, attachments=[])
+            return mail, classify(raw[:KEPT_RAW_HEADERS], head, envelope, own)
+    except BudgetExceeded:
+        mail = ParsedMail(
+            text=notice,
+            attachments=[ParsedAttachment("message.eml", "message/rfc822", raw)],
+            defects=[late, "headers unreadable in time"],
+            author_problem="no From read in time",
+        )
+        return mail, None
+
+
+def _noted_late(store: Store, outcome: Outcome, late: str) -> Outcome:
+    """Add the budget's note to the mail's recorded reason (and to the outcome's line)."""
+    try:
+        with store.transaction():
+            store.execute(
+                "UPDATE mail_record SET reason = CASE WHEN reason IS NULL THEN :note"
+                " ELSE reason || '; ' || :note END WHERE id = :id",
+                {"note": f"{late}: kept raw, attached as message.eml", "id": outcome.mail_id},
+            )
+    except StoreError:
+        # Decided and committed: the defect says it too, the MTA must hear 0.
+        log.exception("mail #%s: its reason could not be completed", outcome.mail_id)
+    return replace(outcome, message=f"{outcome.message} ({late})")

@@ -9,6 +9,7 @@ from dataclasses import field
 from email._policybase import Compat32  # email.policy would load the header registry too
 from email.feedparser import BytesFeedParser
 from email.message import Message
+from typing import Any
 
 from helpdesk.ingest.charset import decode_bytes
 from helpdesk.ingest.headertext import decode_header
@@ -30,6 +31,57 @@ class _RawHeaders(Compat32):
 
 RAW_HEADERS = _RawHeaders()
 _FEED_SLICE = 1 << 20
+_PARAM_TOKENS = re.compile(r';|\\"|"')
+
+
+def split_params(value: Any) -> list[str]:
+    """The `;`-separated parameters of a header value, as email.message._parseparam cuts them.
+
+    The same cut in one pass: the stdlib copies the rest of the value after each
+    parameter and recounts the quotes before each `;` it tries, quadratic with many
+    (a 10 MB Content-Type of `a=1;` or of `;` inside quotes). A `;` ends a parameter
+    when the quotes before it in that parameter, not counting backslash-quotes, are
+    even in number.
+    """
+    text = ";" + str(value)
+    params: list[str] = []
+    start, quotes = 1, 0
+    for match in _PARAM_TOKENS.finditer(text, 1):
+        token = match.group()
+        if token == '"':
+            quotes += 1
+        elif token == ";" and quotes % 2 == 0:
+            params.append(_param_text(text[start : match.start()]))
+            start, quotes = match.start() + 1, 0
+    params.append(_param_text(text[start:]))
+    return params
+
+
+def _param_text(text: str) -> str:
+    if "=" in text:
+        name, _, value = text.partition("=")
+        text = name.strip().lower() + "=" + value.strip()
+    return text.strip()
+
+
+class _Message(Message):
+    """compat32's Message, reading the parameters of a header in linear time."""
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        missing = object()
+        value = self.get(header, missing)
+        if value is missing:
+            return failobj
+        params = []
+        for param in split_params(value):
+            name, equals, val = param.partition("=")
+            params.append((name.strip(), val.strip()) if equals else (param.strip(), ""))
+        return email.utils.decode_params(params)
+
+
+def new_message() -> Message:
+    """An empty message of the class build_message's trees are made of."""
+    return _Message()
 
 
 def build_message(data: bytes) -> Message:
@@ -39,7 +91,7 @@ def build_message(data: bytes) -> Message:
     it at once: 250 MB of peak memory for a 25 MB mail. The feed parser, fed 1 MiB
     at a time, builds the same tree in about 70 MB.
     """
-    parser = BytesFeedParser()
+    parser = BytesFeedParser(_factory=_Message)
     view = memoryview(data)
     for start in range(0, len(data), _FEED_SLICE):
         parser.feed(bytes(view[start : start + _FEED_SLICE]))

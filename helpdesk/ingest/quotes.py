@@ -107,10 +107,18 @@ def trim_quoted(text: str) -> str:
 
 def _marker_cut(text: str) -> int | None:
     """Where our notification's quote starts: the marker line, or its attribution above."""
+    # The line start and quote prefix of the line of the last marker seen: looked up
+    # again from each of many markers on one long line, they were quadratic.
+    line_start, prefix_end, seen = 0, -1, 0
     for match in _MARKER.finditer(text):
-        line_start = text.rfind("\n", 0, match.start()) + 1
+        newline = text.rfind("\n", seen, match.start())
+        if newline >= 0:
+            line_start, prefix_end = newline + 1, -1
+        seen = match.start()
+        if prefix_end < 0:
+            prefix_end = _QUOTE_PREFIX.match(text, line_start).end()
         # The marker opens a notification; one inside a sentence is the writer's.
-        if _QUOTE_PREFIX.match(text, line_start).end() < match.start():
+        if prefix_end < match.start():
             continue
         return _client_header_start(text, line_start)
     return None
