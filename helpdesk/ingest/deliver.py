@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from helpdesk import memory
 from helpdesk.config import ConfigError
 from helpdesk.config import Queue
 from helpdesk.config import Settings
@@ -599,6 +600,8 @@ def deliver(
         late = f"parse budget of {settings.parse_budget_s:g} s exceeded"
         log.warning("mail #%s: %s: kept raw, attached as message.eml", mail_id, late)
         mail, machine = _kept_raw(raw, settings, queue, envelope, own, late)
+    if len(raw) > memory.BIG:
+        memory.give_back()  # before the store copies the text and files once more
     # A digest, not the Message-ID itself: a long non-ASCII one would overflow
     # PostgreSQL's btree row limit and defer the mail forever.
     if mail.message_id:
