@@ -319,12 +319,14 @@ def attachment(token: str, attachment_id: int) -> Any:
     if found is None:
         abort(404)
     filename, content_type, data = found
+    mimetype = content_type if content_type in SAFE_TYPES else "application/octet-stream"
+    return _download(data, mimetype, safe_filename(filename))
+
+
+def _download(data: bytes, mimetype: str, name: str) -> Any:
+    """Bytes sent as a download, never rendered by the browser."""
     response = send_file(
-        io.BytesIO(data),
-        mimetype=content_type if content_type in SAFE_TYPES else "application/octet-stream",
-        as_attachment=True,
-        download_name=safe_filename(filename),
-        max_age=0,
+        io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name, max_age=0
     )
     # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
@@ -338,15 +340,7 @@ def entry_text(token: str, entry_id: int) -> Any:
     text = load_text(store(), access.ticket_id, entry_id)
     if text is None:
         abort(404)
-    response = send_file(
-        io.BytesIO(text.encode("utf-8")),
-        mimetype="text/plain",
-        as_attachment=True,
-        download_name=f"message-{entry_id}.txt",
-        max_age=0,
-    )
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return response
+    return _download(text.encode("utf-8"), "text/plain", f"message-{entry_id}.txt")
 
 
 def _filename(name: str) -> str:

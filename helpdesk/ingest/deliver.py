@@ -409,20 +409,17 @@ def _followup(
 
     author = workflow.ensure_person(store, mail.author, mail.author_name)
     trimmed = trim_quoted(mail.text)
+    entry = {
+        "subject": subject,
+        "body_text": mail.text,
+        "body_trimmed": trimmed,
+        "body_html": mail.html,
+        "attachments": mail.attachments,
+        "mail_id": mail_id,
+    }
     if writer.unverified:
         workflow.hold_unverified(
-            store,
-            settings,
-            queue,
-            ticket_id,
-            author,
-            why=writer.why,
-            subject=subject,
-            body_text=mail.text,
-            body_trimmed=trimmed,
-            body_html=mail.html,
-            attachments=mail.attachments,
-            mail_id=mail_id,
+            store, settings, queue, ticket_id, author, why=writer.why, **entry
         )
         return outcome(
             f"unverified entry in ticket #{ticket_id}, confirmation asked",
@@ -456,13 +453,8 @@ def _followup(
         ticket_id,
         author,
         by_technician=writer.technician,
-        subject=subject,
-        body_text=mail.text,
-        body_trimmed=trimmed,
-        body_html=mail.html,
-        attachments=mail.attachments,
-        mail_id=mail_id,
         message_id=mail.message_id,
+        **entry,
     )
     who = "technician" if writer.technician else "requester side"
     reason = f"follow-up ({who}) by {match.via}: {writer.why}"
