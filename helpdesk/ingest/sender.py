@@ -22,7 +22,9 @@ from helpdesk.ingest.transfer import raw_bytes
 __all__ = ["strict_from"]
 
 # RFC 5322 atext, plus any UTF-8 character (RFC 6532); no whitespace, no specials.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+# Written as a negated class: the range up to U+10FFFF costs 7 ms to compile, on
+# every delivery's import path.
+_ATOM = r'[^\x00-\x20\x7f()<>\[\]:;@\\,."]+'
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _QUOTED = r'"(?:[^"\\\s]|\\[^\s])*"'
 _DOMAIN = rf"(?:{_DOT_ATOM}|\[[A-Za-z0-9.:\-]+\])"
