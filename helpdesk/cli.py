@@ -199,6 +199,7 @@ def _ticket_row(t: Any) -> dict[str, Any]:
         "assignee": t.assignee.email if t.assignee else None,
         "assignee_name": t.assignee.name if t.assignee else None,
         "previous_id": t.previous_id,
+        "distrust": t.distrust,
         "created_at": _iso(t.created_at),
         "updated_at": _iso(t.updated_at),
         "resolved_at": _iso(t.resolved_at),
@@ -321,6 +322,8 @@ def _ticket_text(data: dict[str, Any]) -> str:
     ]
     if data["previous_id"]:
         out.append(f"Continues closed ticket #{data['previous_id']}")
+    if data["distrust"]:
+        out.append(f"No automatic mail to the requester: {data['distrust']}")
     others = [p["email"] for p in data["participants"] if p["role"] != "requester"]
     if others:
         out.append(f"Participants: {', '.join(others)}")
@@ -705,6 +708,25 @@ def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -
     click.echo(f"entry #{entry_id} of ticket #{ticket_id} confirmed: it is public now")
 
 
+@ticket.command("spam")
+@click.argument("ticket_id", type=TICKET_ID)
+@click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
+@pass_ctx
+def ticket_spam(obj: Context, ticket_id: int, as_email: str | None) -> None:
+    """Mark a ticket as opened by spam: closed with no mail to anyone, its requester's
+    mail marked spam, its private links revoked."""
+    from helpdesk import workflow
+
+    def change(store: Any, queue: Any) -> bool:
+        actor = _cli_actor(store, obj.settings, as_email)
+        return workflow.mark_spam(store, ticket_id, actor)
+
+    done = _change(obj, ticket_id, change)
+    if not done:
+        raise click.ClickException(f"ticket #{ticket_id} was already marked spam")
+    click.echo(f"ticket #{ticket_id} marked spam: closed, nothing sent, its links revoked")
+
+
 @ticket.command("history")
 @click.argument("ticket_id", type=TICKET_ID)
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
@@ -1087,7 +1109,7 @@ def _mail_row(m: Any) -> dict[str, Any]:
 
 @mail.command("list")
 @click.option("--queue", "-q", help="Only this queue.")
-@click.option("--verdict", help="Only this verdict (ticket, duplicate, pending, ...).")
+@click.option("--verdict", help="Only this verdict (ticket, spam, bulk, duplicate, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
 def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: bool) -> None:
@@ -1114,6 +1136,37 @@ def mail_list(obj: Context, queue: str | None, verdict: str | None, as_json: boo
         return "\n".join(lines) if lines else "no mail"
 
     _emit(rows, as_json, text)
+
+
+@mail.command("release")
+@click.argument("mail_id", type=MAIL_ID)
+@click.option("--as", "as_email", metavar="EMAIL", help="The technician (default: cli:LOGIN).")
+@click.option(
+    "--distrust",
+    is_flag=True,
+    help="Release it for the technicians only: its sender gets no automatic mail.",
+)
+@pass_ctx
+def mail_release(obj: Context, mail_id: int, as_email: str | None, distrust: bool) -> None:
+    """Turn a held mail (spam, bulk) into what it would have been: a ticket with its
+    acknowledgement, or a follow-up, with their usual mail."""
+    from helpdesk.ingest.deliver import ReleaseRefused
+    from helpdesk.ingest.deliver import release
+    from helpdesk.store import Store
+    from helpdesk.store import StoreError
+
+    settings = obj.settings
+    try:
+        with Store(settings.database_url, settings.busy_timeout) as store:
+            by = _cli_actor(store, settings, as_email).label if as_email else _operator()
+            outcome = release(store, settings, mail_id, by, distrusted=distrust)
+    except ReleaseRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(f"database: {exc}") from None
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    click.echo(f"mail #{mail_id} released: {outcome.message}")
 
 
 @mail.command("show")

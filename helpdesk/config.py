@@ -26,6 +26,8 @@ __all__ = [
     "Route",
     "Schedule",
     "Settings",
+    "Spam",
+    "SpamHeader",
     "load_settings",
     "DEFAULT_CONFIG_PATH",
 ]
@@ -137,6 +139,26 @@ class Limits:
     per_day: int = 40
 
 
+@dataclass(frozen=True)
+class SpamHeader:
+    """A header the sysadmin's filter writes: spam when its value matches `pattern`
+    (a regular expression, case-insensitive), or when its first number reaches
+    `threshold`."""
+
+    name: str
+    pattern: str | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Spam:
+    """Which spam verdicts of the MTA's filter hold a mail: [spam] in the config."""
+
+    spamassassin: bool = True  # X-Spam-Flag: YES, X-Spam-Status: Yes, ...
+    rspamd: bool = True  # X-Spam: Yes, X-Spamd-Result: ... [s / r], X-Rspamd-Action
+    headers: tuple[SpamHeader, ...] = ()
+
+
 def _split_address(address: str) -> tuple[str, str]:
     """Split into (local part, domain), lower-cased; a bare name has no domain."""
     local, at, domain = address.strip().lower().rpartition("@")
@@ -158,6 +180,7 @@ class Settings:
     groups: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     outgoing: Outgoing = field(default_factory=Outgoing)
     limits: Limits = field(default_factory=Limits)
+    spam: Spam = field(default_factory=Spam)
     secret_key: str = ""
     base_url: str = "http://localhost:8080"
     mail_domain: str = ""
@@ -334,6 +357,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         groups=_groups(_table(data, "groups", config_path), config_path),
         outgoing=_outgoing(_table(data, "outgoing", config_path), base, config_path),
         limits=_limits(_table(data, "limits", config_path), config_path),
+        spam=_spam(_table(data, "spam", config_path), config_path),
         secret_key=_secret_key(_table(data, "security", config_path), base, config_path),
         base_url=base_url.rstrip("/"),
         mail_domain=mail_domain,
@@ -455,6 +479,49 @@ def _limits(raw: dict, config_path: Path) -> Limits:
             for key in ("per_hour", "per_day")
         }
     )
+
+
+def _spam(raw: dict, config_path: Path) -> Spam:
+    where = f"{config_path}: [spam]"
+    switches = {}
+    for key in ("spamassassin", "rspamd"):
+        value = raw.get(key, True)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} {key} must be true or false")
+        switches[key] = value
+    rules = raw.get("headers", [])
+    example = '{ name = "X-Spam-Score", threshold = 5.0 } or { name = "...", pattern = "^yes" }'
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where} headers must be a list of tables like {example}")
+    headers = []
+    for rule in rules:
+        if not isinstance(rule, dict) or not isinstance(rule.get("name"), str):
+            raise ConfigError(f"{where} headers: every entry needs a name, as in {example}")
+        name = rule["name"].strip()
+        if not re.fullmatch(r"[!-9;-~]{1,100}", name):
+            raise ConfigError(f"{where} headers: {name!r} is not a header name")
+        pattern, threshold = rule.get("pattern"), rule.get("threshold")
+        if (pattern is None) == (threshold is None) or set(rule) - {"name", "pattern", "threshold"}:
+            raise ConfigError(f"{where} headers: {name} needs a pattern or a threshold (one)")
+        if pattern is not None:
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"{where} headers: {name} pattern must be a text")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{where} headers: {name} pattern: {exc}") from None
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, int | float)
+        ):
+            raise ConfigError(f"{where} headers: {name} threshold must be a number")
+        headers.append(
+            SpamHeader(
+                name=name,
+                pattern=pattern,
+                threshold=None if threshold is None else float(threshold),
+            )
+        )
+    return Spam(headers=tuple(headers), **switches)
 
 
 def _secret_key(raw: dict, base: Path, config_path: Path) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "DOORS",
     "OUTBOX_STATUSES",
     "VERDICTS",
+    "HELD_VERDICTS",
 ]
 
 # new: nobody has it yet; assigned: a technician has it; waiting: a technician asked
@@ -55,8 +56,22 @@ TICKET_STATUSES = ("new", "assigned", "waiting", "resolved", "closed")
 # The ways a change comes in, as ticket_history records them.
 DOORS = ("mail", "web", "cli", "scheduler")
 # What became of a mail; `pending` means stored but not yet decided (a crash or a
-# temporary failure happened in between: the MTA's retry finishes it).
-VERDICTS = ("pending", "ticket", "followup", "duplicate", "autoreply", "bounce", "loop", "list")
+# temporary failure happened in between: the MTA's retry finishes it). `spam` (the
+# MTA's filter said so, or `ticket spam`) and `bulk` (lists, newsletters) are held:
+# kept raw, no ticket, no mail; `mail release` makes one a ticket or a follow-up.
+VERDICTS = (
+    "pending",
+    "ticket",
+    "followup",
+    "duplicate",
+    "autoreply",
+    "bounce",
+    "loop",
+    "spam",
+    "bulk",
+)
+# Verdicts a technician can release (`mail release`).
+HELD_VERDICTS = ("spam", "bulk")
 # queued: waits for its transport; sending: claimed by one flusher; capped: over the
 # rate cap for its recipient, never sent; skipped: to an address that takes no
 # automatic mail (noreply@...); failed: refused for good, or bounced.
@@ -112,6 +127,10 @@ class Ticket(Base):
     group_name: Mapped[str | None] = mapped_column(String(100), index=True)
     # The closed ticket whose requester wrote again: this one continues it.
     previous_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    # Why its requester's address gets no automatic mail (acknowledgement, taken,
+    # resolved, closed, confirmation): a From that failed a trusted DMARC check, a
+    # released spam, a ticket marked spam. NULL: nothing against it.
+    distrust: Mapped[str | None] = mapped_column(Text)
 
     requester: Mapped[Person] = relationship(foreign_keys=[requester_id])
     assignee: Mapped[Person | None] = relationship(foreign_keys=[assignee_id])

@@ -48,6 +48,8 @@ __all__ = [
     "close",
     "reopen",
     "record_history",
+    "distrust",
+    "mark_spam",
     "OPEN_STATUSES",
 ]
 
@@ -765,3 +767,60 @@ def attach_machine_mail(
         mail_id=mail_id,
         internal=True,
     )
+
+
+def distrust(store: Store, ticket_id: int, actor: Actor, reason: str) -> None:
+    """Say why a ticket's requester gets no automatic mail from now on (acknowledgement,
+    taken, resolved, closed, confirmation: notify/notices.py withholds them); a
+    technician's written answer still goes. Shown by `ticket show` and the history."""
+    _lock(store, ticket_id)
+    reason = " ".join(reason.split())[:1000]
+    # Not through _update: the requester's page shows nothing of it.
+    store.execute(
+        "UPDATE ticket SET distrust = :why WHERE id = :id", {"why": reason, "id": ticket_id}
+    )
+    record_history(store, ticket_id, actor, "distrust", detail=f"no automatic mail: {reason}")
+
+
+def mark_spam(store: Store, ticket_id: int, actor: Actor) -> bool:
+    """Mark a ticket as opened by spam: closed without a word to anyone, its requester's
+    mail records marked spam, its private links revoked, its queued mail withdrawn, and
+    nothing automatic sent to its requester again. False when it was marked already."""
+    from helpdesk import tokens
+
+    state = _lock(store, ticket_id)
+    old = state["status"]
+    marked = store.scalar(
+        "SELECT 1 FROM mail_record WHERE ticket_id = :id AND verdict = 'spam'", {"id": ticket_id}
+    )
+    if marked is not None and old == "closed":
+        return False
+    now = utcnow()
+    if old != "closed":
+        _update(store, ticket_id, status="closed", closed_at=now)
+    note = f"marked spam by {actor.label} (ticket #{ticket_id})"
+    # The mail the requester's side wrote; a technician's own mail stays what it was.
+    records = store.execute(
+        "UPDATE mail_record SET verdict = 'spam', reason = CASE WHEN reason IS NULL"
+        " THEN :note ELSE reason || '; ' || :note END WHERE ticket_id = :id AND"
+        " (verdict = 'ticket' OR (verdict = 'followup' AND id IN (SELECT mail_id FROM"
+        " article WHERE ticket_id = :id AND author_id = :requester AND mail_id IS NOT NULL)))",
+        {"note": note[:500], "id": ticket_id, "requester": state["requester_id"]},
+    ).rowcount
+    links = tokens.revoke(store, ticket_id)
+    # Not yet sent (a transport down, a cap): it never will be.
+    withdrawn = store.execute(
+        "UPDATE outbox_message SET status = 'skipped', last_error = :why"
+        " WHERE ticket_id = :id AND status = 'queued'",
+        {"why": "not sent: the ticket was marked spam", "id": ticket_id},
+    ).rowcount
+    store.execute(
+        "UPDATE ticket SET distrust = :why WHERE id = :id",
+        {"why": f"opened by spam ({note})", "id": ticket_id},
+    )
+    detail = (
+        f"{records} mail(s) marked spam, {links} link(s) revoked,"
+        f" {withdrawn} queued mail(s) withdrawn; nothing sent"
+    )
+    record_history(store, ticket_id, actor, "spam", old, "closed", detail)
+    return True

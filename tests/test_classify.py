@@ -43,11 +43,13 @@ REVIEWED_MACHINE_MAIL = {
     "cpython/msg_05.txt": ("bounce", "minimal multipart/report DSN fixture"),
     "cpython/msg_16.txt": ("bounce", "DSN from postmaster@ucla.edu"),
     "cpython/msg_25.txt": ("bounce", "Sendmail DSN, 'Returned mail: Too many hops'"),
-    "cpython/msg_32.txt": ("autoreply", "mailing-list post, Precedence: bulk"),
-    "cpython/msg_33.txt": ("autoreply", "the same list post, signed, Precedence: bulk"),
+    "cpython/msg_32.txt": ("bulk", "mailing-list post, Precedence: bulk"),
+    "cpython/msg_33.txt": ("bulk", "the same list post, signed, Precedence: bulk"),
     "cpython/msg_43.txt": ("bounce", "amavis 'Banned file' DSN from MAILER DAEMON"),
-    "mailgem/error_emails/bad_date_header.eml": ("autoreply", "spam, Precedence: junk"),
-    "mailgem/error_emails/empty_in_reply_to.eml": ("list", "list traffic with List-Id"),
+    "mailgem/error_emails/bad_date_header.eml": ("bulk", "spam, Precedence: junk"),
+    "mailgem/error_emails/empty_group_lists.eml": ("spam", "X-Spam-Status: Yes"),
+    "mailgem/error_emails/empty_in_reply_to.eml": ("bulk", "list traffic with List-Id"),
+    "mailgem/plain_emails/raw_email_bad_time.eml": ("spam", "X-Spam-Status: Yes"),
     "mailgem/mime_emails/raw_email_with_mimepart_without_content_type.eml": (
         "bounce",
         "Sendmail delay DSN from MAILER-DAEMON",
@@ -60,10 +62,10 @@ REVIEWED_MACHINE_MAIL = {
     "mailgem/multipart_report_emails/report_422.eml": ("bounce", "Sendmail delay DSN"),
     "mailgem/multipart_report_emails/report_530.eml": ("bounce", "Sendmail DSN"),
     "mailparser/mail_malformed_2": ("bounce", "DSN from postmaster@netpar.com.br"),
-    "mailparser/mail_test_13": ("list", "Mailchimp newsletter with List-Id"),
-    "mailparser/mail_test_16": ("autoreply", "GTUBE test spam, Precedence: junk"),
-    "mailparser/mail_test_5": ("autoreply", "spam newsletter, Precedence: bulk"),
-    "mailparser/mail_test_6": ("list", "spam newsletter with List-Id"),
+    "mailparser/mail_test_13": ("bulk", "Mailchimp newsletter with List-Id"),
+    "mailparser/mail_test_16": ("bulk", "GTUBE test spam, Precedence: junk"),
+    "mailparser/mail_test_5": ("bulk", "spam newsletter, List-Unsubscribe, Precedence: bulk"),
+    "mailparser/mail_test_6": ("bulk", "spam newsletter with List-Id"),
     "mimekit/messages/bounce.txt": ("bounce", "Postfix DSN for a Jitbit helpdesk mail"),
     "mimekit/messages/delivery-status-multiple-blank-lines.txt": ("bounce", "DSN fixture"),
     "mimekit/messages/delivery-status-no-blank-line.txt": ("bounce", "DSN fixture"),
@@ -83,11 +85,16 @@ REVIEWED_MACHINE_MAIL = {
     "otobo/EmailParser/FilenameWithCRLF.box": ("bounce", "DSN inside multipart/mixed"),
     "otobo/EmailParser/FilenameWithNewline.box": ("bounce", "DSN inside multipart/mixed"),
     "otobo/EmailParser/PostMaster-Test10.box": ("bounce", "Postfix DSN"),
-    "otobo/EmailParser/UTF8Filename.box": ("list", "list post with List-Id"),
+    "otobo/EmailParser/PostMaster-Test14.box": ("spam", "amavis: X-Spam-Flag: YES"),
+    "otobo/EmailParser/PostMaster-Test18.box": ("spam", "amavis: X-Spam-Flag: YES"),
+    "otobo/EmailParser/UTF8Filename.box": ("bulk", "list post with List-Id"),
     "otobo/PostMaster/PostMaster-Test10.box": ("bounce", "Postfix DSN"),
-    "rt/emails/8859-15-message-series/dir": ("list", "rt-users list mail with List-Id"),
+    "rt/emails/8859-15-message-series/dir": ("bulk", "rt-users list mail with List-Id"),
     "rt/emails/multipart-report": ("bounce", "Sendmail DSN"),
     "zammad/mail035.box": ("bounce", "spam sent with a null sender (Return-Path: <>)"),
+    "zammad/mail046.box": ("spam", "SpamAssassin: X-Spam-Flag: YES, score=9.4"),
+    "zammad/mail069.box": ("spam", "SpamAssassin: X-Spam-Flag: YES (and List-Id, bulk)"),
+    "zammad/mail071.box": ("spam", "SpamAssassin: X-Spam-Flag: YES, score=15.7"),
     "zammad/mail090.box": ("autoreply", "ServiceNow notice, Auto-Submitted: auto-generated"),
 }
 
@@ -95,7 +102,7 @@ REVIEWED_MACHINE_MAIL = {
 SISIMAI_EXCEPTIONS = {
     # fml's "you are not a member" answer: list-server headers (Mailing-List,
     # List-Subscribe, X-MLServer) and nothing a delivery system adds.
-    "sisimai/bsd/lhost-fml-02.eml": "list",
+    "sisimai/bsd/lhost-fml-02.eml": "bulk",
     # Apple Mail's automatic unsubscribe request: Auto-Submitted: auto-replied, no report.
     "sisimai/bsd/arf-26.eml": "autoreply",
 }
@@ -143,7 +150,7 @@ def test_sisimai_bounces_and_auto_replies_are_all_caught() -> None:
     kinds = [v.kind for n in names if (v := verdicts[n]) is not None]
     assert kinds.count("bounce") == 134
     assert kinds.count("autoreply") == 9  # 6 rfc3834 in bsd, rfc3834-01 in dos and mac, arf-26
-    assert kinds.count("list") == 1
+    assert kinds.count("bulk") == 1
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
@@ -290,10 +297,10 @@ def test_a_person_gets_no_verdict() -> None:
             "autoreply",
             "Auto-Submitted: Auto-Generated; owner-email=x@example.org",
         ),
-        ("Precedence: bulk", "autoreply", "Precedence: bulk"),
-        ("Precedence: junk", "autoreply", "Precedence: junk"),
+        ("Precedence: bulk", "bulk", "Precedence: bulk"),
+        ("Precedence: junk", "bulk", "Precedence: junk"),
         ("Precedence: auto_reply", "autoreply", "Precedence: auto_reply"),
-        ("X-Precedence: bulk", "autoreply", "X-Precedence: bulk"),
+        ("X-Precedence: bulk", "bulk", "X-Precedence: bulk"),
         ("X-Autoreply: yes", "autoreply", "X-Autoreply: yes"),
         ("X-Autorespond: yes", "autoreply", "X-Autorespond: yes"),
         ("X-Autoresponder: vacation", "autoreply", "X-Autoresponder: vacation"),
@@ -307,10 +314,16 @@ def test_a_person_gets_no_verdict() -> None:
         ("X-Auto-Response-Suppress: All", "autoreply", "X-Auto-Response-Suppress: All"),
         (
             "List-Id: Des annonces <annonces.univ.example>",
-            "list",
+            "bulk",
             "List-Id: Des annonces <annonces.univ.example>",
         ),
-        ("Precedence: list", "list", "Precedence: list"),
+        ("Precedence: list", "bulk", "Precedence: list"),
+        (
+            "List-Unsubscribe: <mailto:leave@lists.example.org>",
+            "bulk",
+            "List-Unsubscribe: <mailto:leave@lists.example.org>",
+        ),
+        ("Mailing-List: contact annonces-help@univ.example", "bulk", "Mailing-List: contact"),
     ],
 )
 def test_each_rule_alone(headers: str, kind: str, reason: str) -> None:
@@ -327,7 +340,6 @@ def test_each_rule_alone(headers: str, kind: str, reason: str) -> None:
         "Auto-Submitted: No ; comment",
         "X-Auto-Response-Suppress:",
         "Precedence: first-class",
-        "List-Unsubscribe: <mailto:leave@lists.example.org>",
         "Return-Path: <alice@univ.example>",
         "From: Alice Postmaster <alice@univ.example>",
         "From: postmaster-team@univ.example",
@@ -570,7 +582,7 @@ def test_lists_name_no_mail() -> None:
     verdict = verdict_of(
         mail("List-Id: <annonces.univ.example>\nIn-Reply-To: <hd.1.a@univ.example>")
     )
-    assert verdict is not None and verdict.kind == "list"
+    assert verdict is not None and verdict.kind == "bulk"
     assert verdict.referenced_ids == ()
 
 

@@ -1,4 +1,4 @@
-"""Machine mail: our own mail come back, bounces, auto-replies, list traffic.
+"""Machine mail: our own mail come back, spam, bounces, auto-replies, bulk and list traffic.
 
 Decided before anything is sent, so that no machine ever gets a reply and none opens
 a ticket (research/anchors.md, "Own-mail loop check" and "Auto-reply/bulk detection").
@@ -6,15 +6,19 @@ The rules come from RT, Znuny, Zammad, osTicket and FreeScout, checked against t
 bounces and auto-replies of tests/test_classify.py. First match wins:
 
 1. loop: our loop header with our instance name, or a Message-ID we generated;
-2. bounce, on evidence only a delivery system leaves: a delivery or feedback report,
+2. spam: the verdict of the MTA's filter in its headers (ingest/spam.py: SpamAssassin,
+   rspamd, the headers `[spam]` names); held, releasable, never answered;
+3. bounce, on evidence only a delivery system leaves: a delivery or feedback report,
    X-Failed-Recipients, a MAILER-DAEMON or postmaster sender, Hotmail's complaint
    format, a bounce subject from a machine-looking sender (a read receipt, also a
    report, is an auto-reply);
-3. autoreply: RFC 3834 and vendor headers, then out-of-office subjects;
-4. bounce again, on a null sender alone: RFC 3834 asks auto-replies to use the null
+4. autoreply: RFC 3834 and vendor headers, then out-of-office subjects;
+5. bounce again, on a null sender alone: RFC 3834 asks auto-replies to use the null
    sender too, so it only decides once every auto-reply sign was looked for;
-5. list: List-Id, Precedence: list, Mailing-List;
-6. autoreply: Precedence bulk or junk.
+6. bulk: List-Id, List-Unsubscribe, Mailing-List, Precedence: list; held, releasable;
+7. Precedence: bulk or junk: an autoreply when it answers one of our Message-IDs
+   (In-Reply-To or References: an autoresponder answering our acknowledgement, filed
+   silently in its ticket), else bulk (a newsletter, held like list mail).
 
 A person's mail never depends on its subject alone: a bounce subject counts only
 from a machine-looking sender, and out-of-office phrases must end where such a
@@ -27,14 +31,26 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
+from helpdesk.config import Spam
 from helpdesk.ingest.parsed import ParsedMail
 from helpdesk.ingest.repair import HEADER_END
 from helpdesk.ingest.repair import LINE_END
 from helpdesk.ingest.repair import strip_mbox
+from helpdesk.ingest.spam import spam_reason
 
-__all__ = ["LOOP_HEADER", "OUR_ID_PREFIX", "OwnMarks", "Verdict", "classify", "our_message_ids"]
+__all__ = [
+    "HELD_KINDS",
+    "LOOP_HEADER",
+    "OUR_ID_PREFIX",
+    "OwnMarks",
+    "Verdict",
+    "classify",
+    "our_message_ids",
+]
 
 LOOP_HEADER = "X-Helpdesk-Loop"
+# The verdicts kept without a ticket or a word until a technician releases them.
+HELD_KINDS = ("spam", "bulk")
 OUR_ID_PREFIX = "hd."
 
 
@@ -50,7 +66,7 @@ class OwnMarks:
 class Verdict:
     """Why a mail is machine mail, and which mail of ours it is about."""
 
-    kind: str  # "loop" | "bounce" | "autoreply" | "list"
+    kind: str  # "loop" | "spam" | "bounce" | "autoreply" | "bulk"
     reason: str  # one line: the rule and the value it fired on
     referenced_ids: tuple[str, ...] = ()  # bounces/autoreplies: Message-IDs, without <>
 
@@ -135,17 +151,28 @@ _MAX_REASON = 200
 _MAX_ADDRESS_HEADER = 4096
 
 
+_DEFAULT_SPAM = Spam()
+
+
 def classify(
-    raw: bytes, mail: ParsedMail, envelope: dict[str, str], own: OwnMarks
+    raw: bytes,
+    mail: ParsedMail,
+    envelope: dict[str, str],
+    own: OwnMarks,
+    spam: Spam = _DEFAULT_SPAM,
 ) -> Verdict | None:
     """Tell machine mail from a person's; None means an ordinary mail written by a person.
 
     `envelope` is what the MTA passed: "SENDER" is the envelope sender, "" for the null
-    sender; an absent "SENDER" (a file piped by hand) says nothing.
+    sender; an absent "SENDER" (a file piped by hand) says nothing. `spam` says which
+    filter headers count ([spam] in the config; SpamAssassin's and rspamd's by default).
     """
     verdict = _loop(mail, own)
     if verdict is not None:
         return verdict
+    reason = spam_reason(mail, spam)
+    if reason is not None:
+        return Verdict("spam", _one_line(reason))
     found = _strong_bounce(raw, mail, envelope)
     if found is None:
         found = _autoreply(mail)
@@ -154,7 +181,7 @@ def classify(
     if found is not None:
         kind, reason = found
         return Verdict(kind, _one_line(reason), _referenced_ids(raw, mail, own))
-    found = _list_or_bulk(mail)
+    found = _list_or_bulk(mail, own)
     if found is not None:
         kind, reason = found
         refs = _referenced_ids(raw, mail, own) if kind == "autoreply" else ()
@@ -269,23 +296,31 @@ def _null_sender(mail: ParsedMail, envelope: dict[str, str]) -> tuple[str, str] 
     return None
 
 
-def _list_or_bulk(mail: ParsedMail) -> tuple[str, str] | None:
+def _list_or_bulk(mail: ParsedMail, own: OwnMarks) -> tuple[str, str] | None:
     # List evidence wins over Precedence: bulk, which list servers add as well: it says
-    # where the mail came from (unsubscribe the queue), where "bulk" only says "do not
-    # answer". Precedence: list is the same fact as List-Id, so it is a list too.
-    list_id = mail.header("list-id")
-    if list_id:
-        return "list", f"List-Id: {list_id}"
-    mailing_list = mail.header("mailing-list")
-    if mailing_list:
-        return "list", f"Mailing-List: {mailing_list}"
+    # where the mail came from, where "bulk" only says "do not answer". Precedence: list
+    # is the same fact as List-Id. List-Unsubscribe alone is a newsletter's mark.
+    for header in ("List-Id", "Mailing-List", "List-Unsubscribe"):
+        value = mail.header(header.lower())
+        if value:
+            return "bulk", f"{header}: {value}"
     for header in ("Precedence", "X-Precedence"):
         for value in mail.headers.get(header.lower(), []):
             keyword = _keyword(value)
             if keyword == "list":
-                return "list", f"{header}: {value}"
+                return "bulk", f"{header}: {value}"
             if keyword in ("bulk", "junk"):
-                return "autoreply", f"{header}: {value}"
+                # Autoresponders mark their answers "bulk" too: one that answers our
+                # own mail is an auto-reply, filed silently where that mail went.
+                domains = {d.lower() for d in own.domains}
+                answered = [
+                    i
+                    for i in mail.in_reply_to + mail.references
+                    if _is_ours(i.strip("<>"), domains)
+                ]
+                if answered:
+                    return "autoreply", f"{header}: {value}, answering <{answered[0].strip('<>')}>"
+                return "bulk", f"{header}: {value}"
     return None
 
 

@@ -33,6 +33,7 @@ from helpdesk.files import set_group_umask
 from helpdesk.ingest.budget import FALLBACK_S
 from helpdesk.ingest.budget import BudgetExceeded
 from helpdesk.ingest.budget import budget
+from helpdesk.ingest.classify import HELD_KINDS as HELD_VERDICTS
 from helpdesk.ingest.classify import OUR_ID_PREFIX
 from helpdesk.ingest.classify import OwnMarks
 from helpdesk.ingest.classify import Verdict
@@ -61,6 +62,8 @@ __all__ = [
     "Outcome",
     "deliver",
     "guarded",
+    "release",
+    "ReleaseRefused",
     "report",
     "run",
     "send_after_commit",
@@ -230,6 +233,9 @@ def _machine_mail(
                 mail_id=mail_id,
             )
             reason += f"; filed in ticket #{ticket_id}, nothing sent"
+    if verdict.kind in HELD_VERDICTS:
+        # Even when it answers a ticket: no entry, no mail, until a technician says.
+        reason += f"; held, nothing sent (`helpdesk-pipe mail release {mail_id}`)"
     _set_verdict(store, mail_id, verdict.kind, reason, ticket_id)
     return Outcome(EX_OK, f"{verdict.kind}: {reason}", mail_id, verdict.kind, ticket_id)
 
@@ -313,8 +319,11 @@ def _person_mail(
     mail_id: int,
     mail: ParsedMail,
     envelope: dict[str, str],
+    distrusted: str | None = None,
 ) -> Outcome:
-    """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket."""
+    """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket.
+
+    `distrusted` (a released spam) is a reason to send its author nothing automatic."""
     from helpdesk import workflow
     from helpdesk.ingest.thread import authentication
     from helpdesk.ingest.thread import find_ticket
@@ -335,7 +344,7 @@ def _person_mail(
         if isinstance(done, Outcome):
             return done
         refused, previous_id = done
-    unsure = auth.failure or (mail.author_problem and f"{mail.author_problem}")
+    unsure = auth.failure or (mail.author_problem and f"{mail.author_problem}") or distrusted
     if unsure:
         refused = "; ".join(filter(None, [refused, f"{unsure}: no acknowledgement sent"]))
     # Our tag of another ticket has no place in this one's subject: replies
@@ -365,6 +374,9 @@ def _person_mail(
         acknowledge=not unsure,
         previous_id=previous_id,
     )
+    if unsure:
+        # Nor any later automatic mail (taken, resolved, closed): see notify/notices.py.
+        workflow.distrust(store, ticket_id, workflow.Actor(requester, email, "mail"), unsure)
     _set_verdict(store, mail_id, "ticket", refused, ticket_id)
     return Outcome(EX_OK, f"ticket #{ticket_id} opened", mail_id, "ticket", ticket_id)
 
@@ -587,7 +599,7 @@ def deliver(
         # Past the budget the mail is kept raw: a retry by the MTA would take as long.
         with budget(settings.parse_budget_s):
             mail = parse(raw)
-            machine = classify(raw, mail, envelope, own)
+            machine = classify(raw, mail, envelope, own, settings.spam)
     except BudgetExceeded:
         late = f"parse budget of {settings.parse_budget_s:g} s exceeded"
         log.warning("mail #%s: %s: kept raw, attached as message.eml", mail_id, late)
@@ -739,6 +751,76 @@ def run(
     return outcome.code
 
 
+class ReleaseRefused(Exception):
+    """A mail that `release` cannot turn into what it would have been (with why)."""
+
+
+def release(
+    store: Store, settings: Settings, mail_id: int, by: str, distrusted: bool = False
+) -> Outcome:
+    """Turn a held mail (spam, bulk) into what it would have been, a ticket with its
+    acknowledgement or a follow-up with its news, in one transaction; send that mail
+    after the commit. `by` names who released it; with `distrusted` its author gets no
+    automatic mail (the ticket says why). Raise ReleaseRefused for anything not held."""
+    from helpdesk import workflow
+
+    row = store.one(
+        "SELECT m.queue, m.envelope, m.verdict, m.reason, m.ticket_id, r.data FROM mail_record m"
+        " JOIN mail_raw r ON r.mail_id = m.id WHERE m.id = :id",
+        {"id": mail_id},
+    )
+    if row is None:
+        raise ReleaseRefused(f"no mail #{mail_id}")
+    queue = settings.queues.get(row[0])
+    if queue is None:
+        raise ReleaseRefused(f"mail #{mail_id}: its queue {row[0]} is not in {settings.path}")
+    raw, envelope = bytes(row[5]), json.loads(row[1] or "{}")
+    try:
+        with budget(settings.parse_budget_s):
+            mail = parse(raw)
+    except BudgetExceeded:
+        late = f"parse budget of {settings.parse_budget_s:g} s exceeded"
+        mail, _machine = _kept_raw(raw, settings, queue, envelope, own_marks(settings), late)
+    shown_as_stored(mail)
+    warm_up(settings)
+    with store.transaction():
+        verdict, reason, ticket_id = store.one(
+            "SELECT verdict, reason, ticket_id FROM mail_record WHERE id = :id"
+            + store.for_update(),
+            {"id": mail_id},
+        )
+        if verdict not in HELD_VERDICTS:
+            done = f" (ticket #{ticket_id})" if ticket_id else ""
+            raise ReleaseRefused(
+                f"mail #{mail_id} is {verdict}{done}, not held: only spam and bulk mail is released"
+            )
+        if ticket_id is not None:
+            raise ReleaseRefused(
+                f"mail #{mail_id} was marked spam with ticket #{ticket_id}:"
+                f" `helpdesk-pipe ticket reopen {ticket_id}` instead"
+            )
+        why = f"released {verdict} (mail #{mail_id}, {reason or 'no reason'}) by {by}"
+        outcome = _person_mail(
+            store, settings, queue, mail_id, mail, envelope, why if distrusted else None
+        )
+        note = f"released from {verdict} by {by}; was: {reason or '-'}"
+        store.execute(
+            "UPDATE mail_record SET reason = CASE WHEN reason IS NULL THEN :note"
+            " ELSE reason || '; ' || :note END WHERE id = :id",
+            {"note": note[:1000], "id": mail_id},
+        )
+        if outcome.ticket_id is not None:
+            workflow.record_history(
+                store,
+                outcome.ticket_id,
+                workflow.Actor(None, by, "cli"),
+                "release",
+                detail=f"mail #{mail_id} released from {verdict}: {reason or '-'}"[:1000],
+            )
+    send_after_commit(store, settings, mail_id)
+    return outcome
+
+
 # What a mail read past its parse budget shows as its text, in the queue's language.
 _KEPT_RAW_NOTICE = {
     "fr": "Ce message n'a pas pu être lu en {seconds} s : il est joint tel qu'il est arrivé"
@@ -767,7 +849,7 @@ def _kept_raw(
             # Machine mail is told by its headers; the attached copy of itself is no
             # attached message (nor is the rest of the mail, unread, to be searched).
             head = replace(mail, attachments=[])
-            return mail, classify(raw[:KEPT_RAW_HEADERS], head, envelope, own)
+            return mail, classify(raw[:KEPT_RAW_HEADERS], head, envelope, own, settings.spam)
     except BudgetExceeded:
         mail = ParsedMail(
             text=notice,

@@ -94,6 +94,26 @@ def _excerpt(text: str) -> str:
     return text[: cut if cut > TEXT_LIMIT // 2 else TEXT_LIMIT] + "\n[...]"
 
 
+# The automatic mail to a requester's side that a distrusted ticket (ticket.distrust:
+# a From that failed DMARC, a released spam, a ticket marked spam) never sends: each
+# would be backscatter to an address that may never have written. A technician's
+# written answer ("followup") is not among them: a person chose to send it.
+DISTRUSTED_KINDS = ("ack", "taken", "resolved", "closed", "confirm")
+
+
+def _withhold_if_distrusted(store: Store, ticket_id: int, outbox_id: int) -> None:
+    """Keep a queued automatic mail as `skipped`, with the reason, if its ticket is
+    distrusted: the outbox shows what was not sent and why."""
+    reason = store.scalar("SELECT distrust FROM ticket WHERE id = :id", {"id": ticket_id})
+    if reason:
+        store.execute(
+            "UPDATE outbox_message SET status = 'skipped', last_error = :why"
+            " WHERE id = :id AND status = 'queued'",
+            {"why": f"not sent: distrusted requester ({reason})"[:1000], "id": outbox_id},
+        )
+        log.warning("outbox #%s not sent: ticket #%s is distrusted", outbox_id, ticket_id)
+
+
 def _root_message_id(store: Store, ticket_id: int) -> str | None:
     return store.scalar(
         "SELECT m.message_id FROM article a JOIN mail_record m ON m.id = a.mail_id"
@@ -171,7 +191,7 @@ class _Sender:
             auto_submitted=auto_submitted,
             ticket_id=self.ticket["id"],
         )
-        return outbox.enqueue(
+        outbox_id = outbox.enqueue(
             self.store,
             self.settings,
             out,
@@ -180,6 +200,9 @@ class _Sender:
             mail_id=self.mail_id,
             per_ticket_cap=to_technician,
         )
+        if kind in DISTRUSTED_KINDS:
+            _withhold_if_distrusted(self.store, self.ticket["id"], outbox_id)
+        return outbox_id
 
     def technicians(self, *, besides: str = "") -> list[tuple[str, str]]:
         """The ticket's technician once taken, else its group; never the writer."""
