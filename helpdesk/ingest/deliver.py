@@ -235,9 +235,12 @@ def _machine_mail(
             reason += f"; filed in ticket #{ticket_id}, nothing sent"
     if verdict.kind in HELD_VERDICTS:
         # Even when it answers a ticket: no entry, no mail, until a technician says.
-        reason += f"; held, nothing sent (`helpdesk-pipe mail release {mail_id}`)"
+        reason += f"{_HELD} (`helpdesk-pipe mail release {mail_id}`)"
     _set_verdict(store, mail_id, verdict.kind, reason, ticket_id)
     return Outcome(EX_OK, f"{verdict.kind}: {reason}", mail_id, verdict.kind, ticket_id)
+
+
+_HELD = "; held, nothing sent"
 
 
 def _technician_command(
@@ -799,11 +802,12 @@ def release(
                 f"mail #{mail_id} was marked spam with ticket #{ticket_id}:"
                 f" `helpdesk-pipe ticket reopen {ticket_id}` instead"
             )
-        why = f"released {verdict} (mail #{mail_id}, {reason or 'no reason'}) by {by}"
+        reason = (reason or "-").split(_HELD, 1)[0]
+        why = f"released {verdict} (mail #{mail_id}, {reason}) by {by}"
         outcome = _person_mail(
             store, settings, queue, mail_id, mail, envelope, why if distrusted else None
         )
-        note = f"released from {verdict} by {by}; was: {reason or '-'}"
+        note = f"released from {verdict} by {by}; was: {reason}"
         store.execute(
             "UPDATE mail_record SET reason = CASE WHEN reason IS NULL THEN :note"
             " ELSE reason || '; ' || :note END WHERE id = :id",
@@ -815,7 +819,7 @@ def release(
                 outcome.ticket_id,
                 workflow.Actor(None, by, "cli"),
                 "release",
-                detail=f"mail #{mail_id} released from {verdict}: {reason or '-'}"[:1000],
+                detail=f"mail #{mail_id} released from {verdict}: {reason}"[:1000],
             )
     send_after_commit(store, settings, mail_id)
     return outcome
