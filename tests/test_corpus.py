@@ -95,7 +95,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 HTML_SIMILARITY = 0.90
 NON_ASCII_AGREEMENT = 0.90
 REQUIRED_RATE = 0.95
-MACHINE_VERDICTS = ("bounce", "autoreply", "list", "loop")
+MACHINE_VERDICTS = ("bounce", "autoreply", "bulk", "spam", "loop")
 # Sisimai's bounces and auto-replies, and Zammad's bounces (their .yml say so): none may
 # open a ticket or cause any mail.
 KNOWN_MACHINE = (
