@@ -276,6 +276,11 @@ def test_a_dmarc_failed_from_gets_no_automatic_mail_but_the_technicians_answer(
     assert "No automatic mail to the requester: DMARC fail" in text
     assert "distrust" in [h["action"] for h in cli_json(smtp_config, "ticket", "history", "1")]
     smtp_catcher.clear()
+    # The same address, with the subject tag alone: kept unverified, and the request to
+    # confirm it is automatic mail too.
+    _deliver(smtp_config, make_mail(subject="[HD #1] Toujours en panne"))
+    [_first, entry] = cli_json(smtp_config, "ticket", "show", "1")["articles"]
+    assert entry["unverified"]
     tech = ("--as", "jean.tech@univ.example")
     assert run_cli(smtp_config, "ticket", "take", "1", *tech).returncode == 0
     assert run_cli(smtp_config, "ticket", "resolve", "1", *tech, "-m", "Redémarré.").returncode == 0
@@ -283,7 +288,7 @@ def test_a_dmarc_failed_from_gets_no_automatic_mail_but_the_technicians_answer(
     assert run_cli(smtp_config, "ticket", "close", "1", *tech).returncode == 0
     assert _to(smtp_catcher.messages, ALICE) == []
     withheld = [(k, e) for k, s, e in _outbox(smtp_config) if s == "skipped"]
-    assert [k for k, _e in withheld] == ["taken", "resolved", "closed"]
+    assert [k for k, _e in withheld] == ["confirm", "taken", "resolved", "closed"]
     assert all("distrusted requester (DMARC fail" in e for _k, e in withheld)
     # A technician's own written answer is a person's: it goes.
     assert run_cli(smtp_config, "ticket", "reopen", "1", *tech).returncode == 0

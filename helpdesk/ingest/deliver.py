@@ -787,11 +787,13 @@ def release(
     shown_as_stored(mail)
     warm_up(settings)
     with store.transaction():
-        verdict, reason, ticket_id = store.one(
+        locked = store.one(
             "SELECT verdict, reason, ticket_id FROM mail_record WHERE id = :id"
             + store.for_update(),
             {"id": mail_id},
         )
+        assert locked is not None, f"mail #{mail_id} vanished while being released"
+        verdict, reason, ticket_id = locked
         if verdict not in HELD_VERDICTS:
             done = f" (ticket #{ticket_id})" if ticket_id else ""
             raise ReleaseRefused(
