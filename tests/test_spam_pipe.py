@@ -239,6 +239,18 @@ def test_ticket_spam_closes_silently_marks_the_mail_and_kills_the_link(
     assert again.returncode == 1 and "already marked spam" in again.stderr
     refused = run_cli(smtp_config, "mail", "release", "1")
     assert refused.returncode == 1 and "ticket reopen 1" in refused.stderr
+    # The spammer answers the acknowledgement: held as spam, no new ticket, no mail.
+    answer = make_mail(
+        sender=SPAMMER,
+        subject=f"Re: {ack['Subject']}",
+        extra_headers=f"In-Reply-To: {ack['Message-ID']}\r\n",
+    )
+    _deliver(smtp_config, answer)
+    [held] = [m for m in cli_json(smtp_config, "mail", "list") if m["id"] == 2]
+    assert (held["verdict"], held["ticket_id"]) == ("spam", None)
+    assert "ticket #1 was marked spam" in held["reason"]
+    assert len(cli_json(smtp_config, "ticket", "list")) == 1
+    assert smtp_catcher.messages == []
     # Reopened and worked on anyway, its requester still hears nothing automatic.
     assert run_cli(smtp_config, "ticket", "reopen", "1").returncode == 0
     assert (
@@ -246,6 +258,9 @@ def test_ticket_spam_closes_silently_marks_the_mail_and_kills_the_link(
         == 0
     )
     assert _to(smtp_catcher.messages, SPAMMER) == []
+    # A technician may still release the held answer: ticket #1 is open again, so it
+    # becomes its follow-up.
+    assert "follow-up to ticket #1" in _release(smtp_config, 2)
 
 
 def test_ticket_spam_withdraws_mail_still_queued(

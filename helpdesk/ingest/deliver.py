@@ -323,10 +323,12 @@ def _person_mail(
     mail: ParsedMail,
     envelope: dict[str, str],
     distrusted: str | None = None,
+    released: bool = False,
 ) -> Outcome:
     """A mail a person wrote: a follow-up of the ticket it answers, or a new ticket.
 
-    `distrusted` (a released spam) is a reason to send its author nothing automatic."""
+    `distrusted` (a spam released with --distrust) is a reason to send its author nothing
+    automatic; `released` says a technician released it (`mail release`)."""
     from helpdesk import workflow
     from helpdesk.ingest.thread import authentication
     from helpdesk.ingest.thread import find_ticket
@@ -347,6 +349,18 @@ def _person_mail(
         if isinstance(done, Outcome):
             return done
         refused, previous_id = done
+    if previous_id is not None and not released:
+        marked = store.scalar(
+            "SELECT 1 FROM mail_record WHERE ticket_id = :id AND verdict = 'spam'",
+            {"id": previous_id},
+        )
+        if marked is not None:
+            # An answer to the acknowledgement of a spam (`ticket spam`): held like spam,
+            # or every reply would open a ticket and mail its sender again.
+            reason = f"{refused}; ticket #{previous_id} was marked spam{_HELD}"
+            reason += f" (`helpdesk-pipe mail release {mail_id}`)"
+            _set_verdict(store, mail_id, "spam", reason, None)
+            return Outcome(EX_OK, f"spam: {reason}", mail_id, "spam", None)
     unsure = auth.failure or (mail.author_problem and f"{mail.author_problem}") or distrusted
     if unsure:
         refused = "; ".join(filter(None, [refused, f"{unsure}: no acknowledgement sent"]))
@@ -807,7 +821,14 @@ def release(
         reason = (reason or "-").split(_HELD, 1)[0]
         why = f"released {verdict} (mail #{mail_id}, {reason}) by {by}"
         outcome = _person_mail(
-            store, settings, queue, mail_id, mail, envelope, why if distrusted else None
+            store,
+            settings,
+            queue,
+            mail_id,
+            mail,
+            envelope,
+            why if distrusted else None,
+            released=True,
         )
         note = f"released from {verdict} by {by}; was: {reason}"
         store.execute(
