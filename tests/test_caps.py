@@ -1,0 +1,176 @@
+"""Caps hold automatic mail only; a person's words always go, and their author hears
+when they do not; a technician's unproven mail is sent back to them to prove.
+
+Decisions in process (the kinds vocabulary, the caps counted in a real database);
+the rest end to end: the real pipe, the CLI, a real SMTP server on loopback, on
+SQLite and on PostgreSQL (the db_url fixture).
+"""
+
+from __future__ import annotations
+
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import cli_json
+from conftest import make_mail
+from conftest import run_cli
+from conftest import run_pipe
+from conftest import smtp_outgoing
+from conftest import write_config
+from smtp_catcher import SmtpCatcher
+
+from helpdesk.config import Limits
+from helpdesk.config import load_settings
+from helpdesk.notify import kinds
+from helpdesk.notify.ratecap import over_cap
+from helpdesk.notify.render import BUILTIN_TEMPLATES
+from helpdesk.store import Store
+from helpdesk.store import utcnow
+
+ALICE = "alice@univ.example"
+JEAN = "jean.tech@univ.example"
+MARIE = "marie.tech@univ.example"
+
+
+# -- the vocabulary ---------------------------------------------------------------
+
+
+def test_every_template_kind_is_automatic_or_words_never_both() -> None:
+    for language in ("fr", "en"):
+        names = {p.stem for p in (BUILTIN_TEMPLATES / language).glob("*.txt")}
+        assert names == kinds.AUTOMATIC | kinds.WORDS, language
+    assert not kinds.AUTOMATIC & kinds.WORDS
+    assert kinds.ANSWERS <= kinds.WORDS
+
+
+def test_a_kind_nobody_declared_counts_as_automatic() -> None:
+    assert kinds.automatic("ack") and kinds.automatic("something_new")
+    assert not kinds.automatic("followup") and not kinds.automatic("resolved")
+
+
+# -- the caps, counted in a real database ------------------------------------------
+
+
+def _rows(store: Store, ticket_id: int, kind: str, count: int, to: str = ALICE) -> None:
+    for n in range(count):
+        store.execute(
+            "INSERT INTO outbox_message (ticket_id, kind, to_addr, envelope_from, subject,"
+            " message_id, data, status, tries, next_try_at, created_at) VALUES (:t, :kind,"
+            " :to, 'dsi@univ.example', 's', :mid, :data, 'sent', 1, :now, :now)",
+            {
+                "t": ticket_id,
+                "kind": kind,
+                "to": to,
+                "mid": f"hd.{ticket_id}.{kind}{n}.{time.monotonic_ns()}@univ.example",
+                "data": b"x",
+                "now": utcnow(),
+            },
+        )
+
+
+@pytest.fixture
+def store(config: Path) -> Any:
+    run_pipe(config, make_mail())  # ticket #1 for the rows to belong to
+    settings = load_settings(config)
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        with store.transaction():
+            store.execute("DELETE FROM outbox_message")
+            yield store
+
+
+def test_the_automatic_cap_counts_and_stops_automatic_mail_only(store: Store) -> None:
+    limits = Limits(per_hour=3, per_day=40)
+    _rows(store, 1, "followup", 20)
+    assert over_cap(store, limits, ALICE, 1, False, "ack") is None  # answers do not count
+    _rows(store, 1, "ack", 3)
+    why = over_cap(store, limits, ALICE, 1, False, "ack")
+    assert why is not None and why.startswith("rate cap: 3 automatic mails")
+    assert over_cap(store, limits, ALICE, 1, False, "followup") is None
+    assert over_cap(store, limits, ALICE, 1, False, "resolved") is None
+    assert over_cap(store, limits, ALICE, 1, False, "something_new") is not None
+
+
+def test_the_loop_guard_holds_every_kind_per_address_and_ticket(store: Store) -> None:
+    limits = Limits(per_hour=10, per_day=40, loop_per_hour=5, loop_per_day=200)
+    _rows(store, 1, "followup", 5)
+    why = over_cap(store, limits, ALICE, 1, False, "followup")
+    assert why is not None and why.startswith("loop guard: 5 mails to")
+    assert over_cap(store, limits, "bob@univ.example", 1, False, "followup") is None
+    off = Limits(per_hour=10, per_day=40, loop_per_hour=0, loop_per_day=0)
+    assert over_cap(store, off, ALICE, 1, False, "followup") is None
+
+
+def test_the_default_loop_guard_is_far_above_a_busy_conversation(store: Store) -> None:
+    _rows(store, 1, "followup", 59)
+    assert over_cap(store, Limits(), ALICE, 1, False, "followup") is None
+    _rows(store, 1, "followup", 1)
+    assert over_cap(store, Limits(), ALICE, 1, False, "followup") is not None
+
+
+# -- end to end ------------------------------------------------------------------
+
+
+def _config(db_url: str, tmp_path: Path, catcher: SmtpCatcher, extra: str = "") -> Path:
+    path = write_config(tmp_path, db_url, outgoing=smtp_outgoing(catcher.port), extra=extra)
+    assert run_cli(path, "init").returncode == 0
+    return path
+
+
+def _deliver(config: Path, raw: bytes) -> None:
+    result = run_pipe(config, raw)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b"", result.stderr
+
+
+def _to(catcher: SmtpCatcher, address: str, start: int = 0) -> list[EmailMessage]:
+    return [c.message() for c in catcher.messages[start:] if address in c.recipients]
+
+
+def _settled(catcher: SmtpCatcher) -> int:
+    time.sleep(0.3)  # the pipe and the CLI send before they return: nothing comes late
+    return len(catcher.messages)
+
+
+def _answer(original: EmailMessage, sender: str, body: str, subject: str = "") -> bytes:
+    quoted = "\n".join("> " + line for line in original.get_content().splitlines())
+    return make_mail(
+        subject=subject or f"Re: {original['Subject']}",
+        sender=sender,
+        body=f"{body}\n\nLe 28/11/2026, Assistance a écrit :\n{quoted}\n",
+        extra_headers=(
+            f"In-Reply-To: {original['Message-ID']}\r\nReferences: {original['Message-ID']}\r\n"
+        ),
+    )
+
+
+def _outbox(config: Path, kind: str) -> list[dict[str, Any]]:
+    return [r for r in cli_json(config, "outbox", "list") if r["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_thirty_answers_all_go_while_thirty_acknowledgements_stop_at_the_cap(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    for n in range(30):
+        _deliver(config, make_mail(subject=f"Demande {n}"))
+    acks = _outbox(config, "ack")
+    assert sorted(r["status"] for r in acks) == ["capped"] * 20 + ["sent"] * 10
+    assert len(_to(smtp_catcher, ALICE)) == 10
+    seen = _settled(smtp_catcher)
+    started = time.monotonic()
+    for n in range(30):
+        result = run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", f"Réponse {n}.")
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert time.monotonic() - started < 60
+    answers = smtp_catcher.wait_for(seen + 30)[seen:]
+    assert [ALICE] * 30 == [r for c in answers for r in c.recipients]
+    texts = [c.message().get_content() for c in answers]
+    assert all(sum(f"Réponse {n}." in t for t in texts) == 1 for n in range(30))
+    assert {r["status"] for r in _outbox(config, "followup")} == {"sent"}
+    # And still capped for automatic mail: a 31st request gets no acknowledgement.
+    _deliver(config, make_mail(subject="Demande 31"))
+    assert _outbox(config, "ack")[0]["status"] == "capped"
