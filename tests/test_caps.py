@@ -174,3 +174,179 @@ def test_thirty_answers_all_go_while_thirty_acknowledgements_stop_at_the_cap(
     # And still capped for automatic mail: a 31st request gets no acknowledgement.
     _deliver(config, make_mail(subject="Demande 31"))
     assert _outbox(config, "ack")[0]["status"] == "capped"
+
+
+# -- an answer that does not go is told to its author ------------------------------
+
+
+NOREPLY = "no-reply@service.example"
+
+
+def test_a_cli_reply_that_cannot_go_says_so_and_exits_1(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    _deliver(config, make_mail(sender=NOREPLY))
+    result = run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Voici.")
+    assert result.returncode == 1
+    assert result.stdout.startswith("reply #2 added to ticket #1")
+    assert f"reply #2 was NOT sent to {NOREPLY} (skipped" in result.stderr
+    assert "do not run this again" in result.stderr
+    resolved = run_cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fini.")
+    assert resolved.returncode == 1 and "resolved" in resolved.stdout
+    assert "the resolution (entry #3) was NOT sent" in resolved.stderr
+    assert cli_json(config, "ticket", "show", "1")["status"] == "resolved"
+
+
+def test_a_cli_reply_with_the_smtp_server_down_stays_queued_and_says_so(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    _deliver(config, make_mail())
+    smtp_catcher.stop()
+    result = run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Voici.")
+    assert result.returncode == 0
+    assert f"reply #2 is not sent to {ALICE} yet" in result.stderr and "queued" in result.stderr
+
+
+def test_a_technician_answering_by_mail_hears_when_it_cannot_go(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    _deliver(config, make_mail(sender=NOREPLY))
+    [tech_new] = _to(smtp_catcher, JEAN)
+    seen = _settled(smtp_catcher)
+    _deliver(config, _answer(tech_new, JEAN, "Voici la réponse."))
+    [told] = _to(smtp_catcher, JEAN, seen)
+    assert "Votre réponse n'a pas été envoyée" in told["Subject"]
+    assert NOREPLY in told.get_content() and "no-reply" in told.get_content()
+    assert _settled(smtp_catcher) == seen + 1  # nothing else, and nothing to no-reply
+    history = cli_json(config, "ticket", "history", "1")
+    assert history[-1]["action"] == "not sent" and NOREPLY in history[-1]["detail"]
+
+
+@pytest.mark.slow
+def test_two_autoresponders_in_one_ticket_stop_at_the_loop_guard(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """A requester's and a technician's autoresponders, no markers: each answer is a
+    follow-up (a person's words, to the cap), so only the loop guard ends it."""
+    config = _config(db_url, tmp_path, smtp_catcher, extra="[limits]\nloop_per_hour = 8\n\n")
+    _deliver(config, make_mail())
+    robots = {ALICE, JEAN}
+    seen = 0
+    for _round in range(40):
+        caught = smtp_catcher.messages[seen:]
+        seen += len(caught)
+        answers = [c for c in caught if robots & set(c.recipients)]
+        if not answers:
+            break
+        for c in answers:
+            [robot] = robots & set(c.recipients)
+            _deliver(config, _answer(c.message(), robot, "Je suis en congés."))
+    else:
+        pytest.fail("the autoresponders were still writing after 40 rounds")
+    assert len(_to(smtp_catcher, ALICE)) == 8  # the ack, then follow-ups to the guard
+    assert len(_to(smtp_catcher, JEAN)) <= 8
+    guarded = [r for r in cli_json(config, "outbox", "list") if r["status"] == "capped"]
+    assert guarded and all(r["last_error"].startswith("loop guard") for r in guarded)
+
+
+# -- a technician's unproven mail ---------------------------------------------------
+
+
+def _opened(config: Path, catcher: SmtpCatcher) -> int:
+    _deliver(config, make_mail())
+    catcher.wait_for(3)
+    return _settled(catcher)
+
+
+def test_an_unproven_technician_mail_is_sent_back_and_its_answer_goes_once(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    # A new mail with the tag: a From alone, no proof that it is Jean's.
+    _deliver(
+        config, make_mail(sender=JEAN, subject="[HD #1] imprimante", body="Changez le toner.\n")
+    )
+    new = smtp_catcher.messages[seen:]
+    assert [c.recipients for c in new if JEAN in c.recipients] == [[JEAN]]
+    assert not _to(smtp_catcher, ALICE, seen)
+    [notice] = _to(smtp_catcher, JEAN, seen)
+    assert "Non transmis au demandeur" in notice["Subject"]
+    text = notice.get_content()
+    assert "> Changez le toner." in text and "répondez simplement à ce" in text
+    assert "answers none of ours" in text  # why, as the ticket records it
+    note = cli_json(config, "ticket", "show", "1")["articles"][-1]
+    assert note["internal"] and note["unverified"]
+    seen = _settled(smtp_catcher)
+    # Jean answers the notice with nothing: the held words go to Alice, once.
+    _deliver(config, _answer(notice, JEAN, ""))
+    [answer] = _to(smtp_catcher, ALICE, seen)
+    assert "Changez le toner." in answer.get_content()
+    assert _settled(smtp_catcher) == seen + 1
+    ticket = cli_json(config, "ticket", "show", "1")
+    assert ticket["status"] == "waiting" and ticket["assignee"] == JEAN
+    public = [a for a in ticket["articles"] if not a["internal"]]
+    assert public[-1]["author"] == JEAN and public[-1]["body_text"] == "Changez le toner."
+    # A second answer, with words of its own: nothing goes again; the words are a note.
+    seen = _settled(smtp_catcher)
+    _deliver(config, _answer(notice, JEAN, "Envoyé ?"))
+    assert not _to(smtp_catcher, ALICE, seen)
+    last = cli_json(config, "ticket", "show", "1")["articles"][-1]
+    assert last["internal"] and not last["unverified"] and last["body_text"] == "Envoyé ?"
+    mail = cli_json(config, "mail", "list")[0]
+    assert "was sent already" in mail["reason"] and "internal note" in mail["reason"]
+
+
+def test_a_held_resolve_is_applied_by_answering_its_notice(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    _deliver(config, make_mail(sender=MARIE, subject="[HD #1] x", body="#resolve\nToner changé.\n"))
+    [notice] = _to(smtp_catcher, MARIE, seen)
+    assert "la demande n'est pas résolue" in notice.get_content()
+    assert "> Toner changé." in notice.get_content()
+    assert cli_json(config, "ticket", "show", "1")["status"] == "new"
+    seen = _settled(smtp_catcher)
+    _deliver(config, _answer(notice, MARIE, ""))
+    [resolved] = _to(smtp_catcher, ALICE, seen)
+    assert "résolue" in resolved["Subject"] and "Toner changé." in resolved.get_content()
+    assert "#resolve" not in resolved.get_content()
+    ticket = cli_json(config, "ticket", "show", "1")
+    assert ticket["status"] == "resolved" and ticket["assignee"] == MARIE
+
+
+def test_a_forger_with_a_technician_from_never_sees_the_notice(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    forged = make_mail(sender=JEAN, subject="[HD #1] x", body="Donnez votre mot de passe.\n")
+    forged = forged.replace(b"\r\nSubject", b"\r\nReply-To: evil@evil.example\r\nSubject")
+    run_pipe(config, forged, env={"SENDER": "evil@evil.example"})
+    new = smtp_catcher.messages[seen:]
+    assert new and all("evil@evil.example" not in c.recipients for c in new)
+    assert [c.recipients for c in new if "Non transmis" in c.message()["Subject"]] == [[JEAN]]
+    # Answering needs the notice's Message-ID, which only Jean's mailbox has: a guess at
+    # the tag and a reply to the acknowledgement Alice got do not send it.
+    [ack] = _to(smtp_catcher, ALICE)
+    _deliver(config, _answer(ack, JEAN, ""))
+    assert not [
+        a for a in cli_json(config, "ticket", "show", "1")["articles"] if not a["internal"]
+    ][1:]
+
+
+def test_an_explicit_comment_or_a_closed_ticket_sends_no_notice(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body="#comment\nVu.\n"))
+    assert not [c for c in smtp_catcher.messages[seen:] if "Non transmis" in c.message()["Subject"]]
+    assert run_cli(config, "ticket", "close", "1", "--as", MARIE).returncode == 0
+    seen = _settled(smtp_catcher)
+    _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body="Pour mémoire.\n"))
+    assert not _to(smtp_catcher, JEAN, seen)
