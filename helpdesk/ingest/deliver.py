@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import TYPE_CHECKING
+from typing import Any
 
 from helpdesk import memory
 from helpdesk.config import ConfigError
@@ -282,7 +283,7 @@ def _technician_command(
         # it; a technician's unproven From never speaks on the requester's page; and the
         # requester cannot answer about a closed ticket: notes, all three.
         command = "comment"
-    common = {
+    common: dict[str, Any] = {
         "attachments": mail.attachments,
         "source": "mail",
         "mail_id": mail_id,
@@ -556,10 +557,10 @@ def _followup(
         else []
     )
     if held:
-        done = _held_answered(store, settings, queue, ticket_id, author, mail, mail_id, held)
+        proven = _held_answered(store, settings, queue, ticket_id, author, mail, mail_id, held)
         return outcome(
             f"proof of held mail(s) in ticket #{ticket_id}",
-            f"{done} ({match.via}: {writer.why})",
+            f"{proven} ({match.via}: {writer.why})",
         )
     done = _technician_command(
         store, settings, queue, ticket_id, author, writer, mail, mail_id, status, note
