@@ -350,3 +350,17 @@ def test_an_explicit_comment_or_a_closed_ticket_sends_no_notice(
     seen = _settled(smtp_catcher)
     _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body="Pour mémoire.\n"))
     assert not _to(smtp_catcher, JEAN, seen)
+
+
+def test_ticket_confirm_does_not_publish_a_technicians_held_note(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """Its words are a technician's answer, not a requester's: only the technician's
+    reply to our notice sends them."""
+    config = _config(db_url, tmp_path, smtp_catcher)
+    _opened(config, smtp_catcher)
+    _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body="Changez le toner.\n"))
+    note = cli_json(config, "ticket", "show", "1")["articles"][-1]
+    refused = run_cli(config, "ticket", "confirm", "1", str(note["id"]), "--as", MARIE)
+    assert refused.returncode == 1 and "held for want of proof" in refused.stderr
+    assert cli_json(config, "ticket", "show", "1")["articles"][-1]["internal"] is True
