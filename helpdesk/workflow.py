@@ -47,6 +47,8 @@ __all__ = [
     "hold_technician_answer",
     "send_held_answer",
     "tell_unsent",
+    "tell_unsent_for_mail",
+    "unsent_answer_mails",
     "resolve",
     "close",
     "reopen",
@@ -934,3 +936,41 @@ def tell_unsent(
         mail_id=mail_id,
     )
     return lines
+
+
+def tell_unsent_for_mail(store: Store, settings: Settings, mail_id: int) -> bool:
+    """tell_unsent for the technician whose mail this is, once its answers have been
+    tried (a transport's refusal comes after the change): True if a notice was queued.
+    Nothing for a mail that is not a technician's public entry."""
+    from helpdesk import people
+
+    row = store.one(
+        "SELECT a.ticket_id, a.author_id, p.email, t.queue FROM article a"
+        " JOIN person p ON p.id = a.author_id JOIN ticket t ON t.id = a.ticket_id"
+        " WHERE a.mail_id = :id AND a.internal = :no ORDER BY a.id LIMIT 1",
+        {"id": mail_id, "no": False},
+    )
+    if row is None or row[3] not in settings.queues:
+        return False
+    if not people.is_technician(store, settings, str(row[2])):
+        return False
+    queue = settings.queues[row[3]]
+    return bool(tell_unsent(store, settings, queue, int(row[0]), int(row[1]), mail_id))
+
+
+def unsent_answer_mails(store: Store, days: int = 7) -> list[int]:
+    """The incoming mails of the last `days` whose answers failed for good and whose
+    author was not told yet (for the scheduler, after its retries run out)."""
+    from datetime import timedelta
+
+    from helpdesk.notify import kinds
+
+    answers = ", ".join(f"'{kind}'" for kind in sorted(kinds.ANSWERS))
+    rows = store.execute(
+        "SELECT DISTINCT o.mail_id FROM outbox_message o WHERE o.status = 'failed'"
+        f" AND o.kind IN ({answers}) AND o.mail_id IS NOT NULL AND o.created_at > :since"
+        " AND NOT EXISTS (SELECT 1 FROM outbox_message u WHERE u.mail_id = o.mail_id"
+        " AND u.kind = :told) ORDER BY o.mail_id",
+        {"since": utcnow() - timedelta(days=days), "told": kinds.TECH_UNSENT},
+    ).fetchall()
+    return [int(r[0]) for r in rows]

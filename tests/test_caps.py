@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import cli_json
+from conftest import db_execute
 from conftest import make_mail
 from conftest import run_cli
 from conftest import run_pipe
@@ -364,3 +365,43 @@ def test_ticket_confirm_does_not_publish_a_technicians_held_note(
     refused = run_cli(config, "ticket", "confirm", "1", str(note["id"]), "--as", MARIE)
     assert refused.returncode == 1 and "held for want of proof" in refused.stderr
     assert cli_json(config, "ticket", "show", "1")["articles"][-1]["internal"] is True
+
+
+def test_an_answer_by_mail_the_smtp_server_refuses_is_told_to_its_author(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    [tech_new] = _to(smtp_catcher, JEAN)
+    smtp_catcher.refuse_for[ALICE] = 550
+    _deliver(config, _answer(tech_new, JEAN, "Voici la réponse."))
+    [told] = _to(smtp_catcher, JEAN, seen)
+    assert "Votre réponse n'a pas été envoyée" in told["Subject"]
+    assert ALICE in told.get_content() and "550" in told.get_content()
+    assert [r["status"] for r in _outbox(config, "followup")] == ["failed"]
+
+
+def test_the_scheduler_tells_the_author_when_retries_run_out(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """A refusal the pipe could not try (the server down then) comes to the scheduler."""
+    from helpdesk.scheduler import JOBS
+
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    [tech_new] = _to(smtp_catcher, JEAN)
+    smtp_catcher.stop()
+    _deliver(config, _answer(tech_new, JEAN, "Voici la réponse."))
+    assert [r["status"] for r in _outbox(config, "followup")] == ["queued"]
+    smtp_catcher.start()
+    smtp_catcher.refuse_for[ALICE] = 550
+    db_execute(config, "UPDATE outbox_message SET next_try_at = created_at")
+    settings = load_settings(config)
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        done = JOBS["outbox"][0](store, settings)
+    assert done.endswith("1 technician(s) told an answer did not go"), done
+    [told] = _to(smtp_catcher, JEAN, seen)
+    assert "Votre réponse n'a pas été envoyée" in told["Subject"]
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        assert JOBS["outbox"][0](store, settings) == "0 sent, 0 deferred, 0 failed"
+    assert len(_to(smtp_catcher, JEAN, seen)) == 1  # told once

@@ -677,31 +677,15 @@ def send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
         result = flush(store, settings, mail_id=mail_id, stop_after=1)
         if result.sent or result.deferred or result.failed:
             log.info("mail #%s: outgoing %s", mail_id, result)
-        if result.failed and _tell_technician_unsent(store, settings, mail_id):
-            flush(store, settings, mail_id=mail_id, stop_after=1)
+        if result.failed:
+            from helpdesk import workflow
+
+            with store.transaction():
+                told = workflow.tell_unsent_for_mail(store, settings, mail_id)
+            if told:
+                flush(store, settings, mail_id=mail_id, stop_after=1)
     except Exception:  # noqa: BLE001 - the mail is recorded: its exit code must stay 0
         log.exception("mail #%s: sending its notifications failed; they stay queued", mail_id)
-
-
-def _tell_technician_unsent(store: Store, settings: Settings, mail_id: int) -> bool:
-    """When the answer a technician sent by this mail was refused for good by the
-    transport, tell them by mail (workflow.tell_unsent); True if a notice was queued."""
-    from helpdesk import people
-    from helpdesk import workflow
-
-    with store.transaction():
-        row = store.one(
-            "SELECT a.ticket_id, a.author_id, p.email, t.queue FROM article a"
-            " JOIN person p ON p.id = a.author_id JOIN ticket t ON t.id = a.ticket_id"
-            " WHERE a.mail_id = :id AND a.internal = :no ORDER BY a.id LIMIT 1",
-            {"id": mail_id, "no": False},
-        )
-        if row is None or row[3] not in settings.queues:
-            return False
-        if not people.is_technician(store, settings, str(row[2])):
-            return False
-        queue = settings.queues[row[3]]
-        return bool(workflow.tell_unsent(store, settings, queue, row[0], row[1], mail_id))
 
 
 def deliver(
