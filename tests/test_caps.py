@@ -405,3 +405,40 @@ def test_the_scheduler_tells_the_author_when_retries_run_out(
     with Store(settings.database_url, settings.busy_timeout) as store:
         assert JOBS["outbox"][0](store, settings) == "0 sent, 0 deferred, 0 failed"
     assert len(_to(smtp_catcher, JEAN, seen)) == 1  # told once
+
+
+# -- the requester's form ------------------------------------------------------------
+
+
+def _web_followup(config: Path, path: str, text: str) -> str:
+    """Post on the requester's page through the viewer's form; return the page it leads to."""
+    import re
+
+    from webview import create_app
+
+    client = create_app(settings=load_settings(config)).test_client()
+    page = client.get(path).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    response = client.post(path, data={"csrf_token": token.group(1), "description": text})
+    assert response.status_code == 303
+    shown = client.get(path).get_data(as_text=True)
+    again = client.get(path).get_data(as_text=True)
+    assert "aucun technicien" not in again  # said once
+    return shown
+
+
+@pytest.mark.parametrize("queue,told", [("immobilier", False), ("dsi", True)])
+def test_the_form_says_when_no_technician_could_be_told(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher, queue: str, told: bool
+) -> None:
+    import re
+
+    config = _config(db_url, tmp_path, smtp_catcher)
+    result = run_pipe(config, make_mail(), queue=queue)  # immobilier: a group of nobody
+    assert result.returncode == 0
+    [ack] = _to(smtp_catcher, ALICE)
+    link = re.search(r"https://helpdesk\.univ\.example(/t/[A-Za-z0-9_-]{43})", ack.get_content())
+    assert link is not None
+    page = _web_followup(config, link.group(1), "Toujours en panne.")
+    assert ("aucun technicien" in page) is not told
