@@ -111,6 +111,59 @@ def test_the_default_loop_guard_is_far_above_a_busy_conversation(store: Store) -
     assert over_cap(store, Limits(), ALICE, 1, False, "followup") is not None
 
 
+# -- which technician mail is sent back to be proven (in process) -------------------
+
+
+def _kinds_queued(config: Path, raw: bytes) -> list[str]:
+    """Deliver in this process, sending nothing; return the kinds the mail queued."""
+    from helpdesk.ingest.deliver import deliver
+
+    settings = load_settings(config)
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        outcome = deliver(raw, settings, "dsi", {}, store, send=False)
+        with store.transaction():
+            rows = store.execute(
+                "SELECT kind FROM outbox_message WHERE mail_id = :id ORDER BY id",
+                {"id": outcome.mail_id},
+            ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize(
+    "body,kinds_queued",
+    [
+        ("Changez le toner.\n", ["tech_comment", "tech_confirm"]),  # an answer held
+        ("#resolve\nToner changé.\n", ["tech_comment", "tech_confirm"]),  # a #resolve held
+        ("#comment\nVu.\n", ["tech_comment"]),  # a note is what was asked for
+        ("#resolve\n", ["tech_comment"]),  # nothing to send: a note saying why
+    ],
+)
+def test_which_unproven_technician_mail_is_sent_back(
+    config: Path, body: str, kinds_queued: list[str]
+) -> None:
+    _kinds_queued(config, make_mail())
+    tagged = make_mail(sender=JEAN, subject="[HD #1] x", body=body)
+    assert _kinds_queued(config, tagged) == kinds_queued
+
+
+def test_a_proven_technician_mail_is_not_sent_back(config: Path) -> None:
+    _kinds_queued(config, make_mail())
+    settings = load_settings(config)
+    with Store(settings.database_url, settings.busy_timeout) as store:
+        with store.transaction():
+            ours = store.scalar(
+                "SELECT message_id FROM outbox_message WHERE kind = 'tech_new' AND to_addr = :to",
+                {"to": JEAN},
+            )
+    reply = make_mail(
+        sender=JEAN,
+        subject="Re: x",
+        body="Changez le toner.\n",
+        extra_headers=f"In-Reply-To: <{ours}>\r\n",
+    )
+    assert _kinds_queued(config, reply) == ["followup"]
+
+
 # -- end to end ------------------------------------------------------------------
 
 
@@ -171,6 +224,18 @@ def test_thirty_answers_all_go_while_thirty_acknowledgements_stop_at_the_cap(
     assert [ALICE] * 30 == [r for c in answers for r in c.recipients]
     texts = [c.message().get_content() for c in answers]
     assert all(sum(f"Réponse {n}." in t for t in texts) == 1 for n in range(30))
+    assert {r["status"] for r in _outbox(config, "followup")} == {"sent"}
+    # By mail too, through the pipe: Jean answers the news of each ticket.
+    seen = _settled(smtp_catcher)
+    news = [c.message() for c in smtp_catcher.messages if JEAN in c.recipients]
+    news = [m for m in news if "Nouvelle demande" in m["Subject"]]
+    assert len(news) == 30
+    started = time.monotonic()
+    for n, tech_new in enumerate(news):
+        _deliver(config, _answer(tech_new, JEAN, f"Par courriel {n}."))
+    assert time.monotonic() - started < 60
+    by_mail = smtp_catcher.wait_for(seen + 30)[seen:]
+    assert [ALICE] * 30 == [r for c in by_mail for r in c.recipients]
     assert {r["status"] for r in _outbox(config, "followup")} == {"sent"}
     # And still capped for automatic mail: a 31st request gets no acknowledgement.
     _deliver(config, make_mail(subject="Demande 31"))
@@ -442,3 +507,25 @@ def test_the_form_says_when_no_technician_could_be_told(
     assert link is not None
     page = _web_followup(config, link.group(1), "Toujours en panne.")
     assert ("aucun technicien" in page) is not told
+
+
+def test_a_colleague_answering_a_forwarded_notice_does_not_send_it(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """The proof is that the notice reached that technician's mailbox: Marie holding
+    Jean's notice (forwarded) proves nothing about Jean's mail."""
+    config = _config(db_url, tmp_path, smtp_catcher)
+    seen = _opened(config, smtp_catcher)
+    _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body="Changez le toner.\n"))
+    [notice] = _to(smtp_catcher, JEAN, seen)
+    her_news = _to(smtp_catcher, MARIE)[0]  # the news of the ticket
+    seen = _settled(smtp_catcher)
+    # Her reply names a mail of ours to her too: she speaks as a technician, in her name.
+    reply = _answer(notice, MARIE, "Vu.").replace(
+        b"\r\nReferences: ", f"\r\nReferences: {her_news['Message-ID']} ".encode()
+    )
+    _deliver(config, reply)
+    [to_alice] = _to(smtp_catcher, ALICE, seen)
+    assert "Vu." in to_alice.get_content() and "Changez le toner" not in to_alice.get_content()
+    note = [a for a in cli_json(config, "ticket", "show", "1")["articles"] if a["internal"]]
+    assert note[0]["author"] == JEAN and note[0]["unverified"]  # still held for Jean
