@@ -82,7 +82,7 @@ def enqueue(
     except Exception as exc:  # noqa: BLE001 - the email package raises several types
         data, status, error = b"", "failed", f"cannot write this message: {exc}"
     if status == "queued" and _NO_REPLY.match(out.to_addr):
-        status, error = "skipped", f"not sent: {out.to_addr} is a no-reply address"
+        status, error = "skipped", f"{out.to_addr} is a no-reply address"
     if capped and status == "queued":
         status, error = "capped", capped
     outbox_id = int(
