@@ -529,3 +529,17 @@ def test_a_colleague_answering_a_forwarded_notice_does_not_send_it(
     assert "Vu." in to_alice.get_content() and "Changez le toner" not in to_alice.get_content()
     note = [a for a in cli_json(config, "ticket", "show", "1")["articles"] if a["internal"]]
     assert note[0]["author"] == JEAN and note[0]["unverified"]  # still held for Jean
+
+
+def test_notices_to_a_technician_whose_from_is_forged_stop_at_the_cap(
+    db_url: str, tmp_path: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """A forger flooding one ticket in Jean's name makes Jean hear of it a few times."""
+    config = _config(db_url, tmp_path, smtp_catcher, extra="[limits]\nper_hour = 3\n\n")
+    seen = _opened(config, smtp_catcher)
+    for n in range(5):
+        _deliver(config, make_mail(sender=JEAN, subject="[HD #1] x", body=f"Faux {n}.\n"))
+    notices = [c for c in smtp_catcher.messages[seen:] if "Non transmis" in c.message()["Subject"]]
+    assert len(notices) == 3
+    reasons = [m["reason"] for m in cli_json(config, "mail", "list")[:2]]
+    assert all("tech_confirm), not sent: rate cap" in r for r in reasons), reasons

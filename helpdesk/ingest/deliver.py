@@ -320,9 +320,17 @@ def _technician_command(
             attachments=mail.attachments,
             mail_id=mail_id,
         )
+        from helpdesk.notify import kinds
+        from helpdesk.notify.outbox import not_sent
+
+        asked_to = f"; {mail.author} asked to prove it by replying (tech_confirm)"
+        held_kind = frozenset({kinds.TECH_CONFIRM})
+        for row in not_sent(store, held_kind, ticket_id=ticket_id, mail_id=mail_id):
+            # Over the cap (a forger's flood): the mail record says the notice did not go.
+            asked_to += f", not sent: {row.error}"
         return (
             "internal comment" + (f" (#resolve not applied: {refused})" if refused else "")
-        ) + f"; {mail.author} asked to prove it by replying (tech_confirm)"
+        ) + asked_to
     if command == "comment":
         workflow.comment(
             store,
