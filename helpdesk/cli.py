@@ -451,10 +451,13 @@ def _technician(store: Any, settings: Settings, email: str) -> tuple[int, str]:
     return workflow.ensure_person(store, email, name), email
 
 
-def _change(obj: Context, ticket_id: int, change: Any) -> Any:
+def _change(obj: Context, ticket_id: int, change: Any, unsent: list | None = None) -> Any:
     """Run one workflow change of a ticket in a transaction, then send the mail it
-    queued (what cannot go now stays queued for the scheduler)."""
+    queued (what cannot go now stays queued for the scheduler). With `unsent`, the
+    answers it queued that did not go are added to that list (outbox.Unsent)."""
     from helpdesk import workflow
+    from helpdesk.notify import outbox
+    from helpdesk.notify.kinds import ANSWERS
     from helpdesk.notify.outbox import flush
     from helpdesk.store import Store
     from helpdesk.store import StoreError
@@ -463,6 +466,7 @@ def _change(obj: Context, ticket_id: int, change: Any) -> Any:
     try:
         with Store(settings.database_url, settings.busy_timeout) as store:
             with store.transaction():
+                before = outbox.last_id(store) if unsent is not None else 0
                 queue_name = store.scalar(
                     "SELECT queue FROM ticket WHERE id = :id", {"id": ticket_id}
                 )
@@ -478,6 +482,9 @@ def _change(obj: Context, ticket_id: int, change: Any) -> Any:
                 flush(store, settings, ticket_id=ticket_id, stop_after=1)
             except Exception as exc:  # noqa: BLE001 - the change is committed; mail waits
                 _echo(f"mail not sent yet, it stays queued: {exc}", err=True)
+            if unsent is not None:
+                with store.transaction():
+                    unsent += outbox.not_sent(store, ANSWERS, ticket_id=ticket_id, after_id=before)
     except workflow.WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreError as exc:
@@ -559,7 +566,13 @@ def ticket_assign(obj: Context, ticket_id: int, email: str, as_email: str | None
 
 
 def _write(
-    obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple, write: Any
+    obj: Context,
+    ticket_id: int,
+    as_email: str,
+    message: str | None,
+    attach: tuple,
+    write: Any,
+    unsent: list | None = None,
 ) -> Any:
     """Run write(store, queue, technician id, text, files) as one workflow change."""
     text, files = _message(message), [_Upload(path) for path in attach]
@@ -568,7 +581,30 @@ def _write(
         tech, _email = _technician(store, obj.settings, as_email)
         return write(store, queue, tech, text, files)
 
-    return _change(obj, ticket_id, change)
+    return _change(obj, ticket_id, change, unsent)
+
+
+def _report_unsent(what: str, unsent: list) -> None:
+    """Tell the author of an answer which of its mails did not go, on stderr; exit 1 if
+    one never will (the answer is in the ticket: running the command again would add
+    it twice, so the message says what to do instead)."""
+    for row in unsent:
+        if row.for_good:
+            _echo(
+                f"helpdesk-pipe: {what} was NOT sent to {row.to_addr} ({row.status}:"
+                f" {row.error}). It is in the ticket; do not run this again: reach"
+                f" {row.to_addr} another way (outbox #{row.outbox_id}).",
+                err=True,
+            )
+        else:
+            _echo(
+                f"helpdesk-pipe: {what} is not sent to {row.to_addr} yet ({row.error});"
+                f" it stays queued: the scheduler or `outbox flush` sends it"
+                f" (outbox #{row.outbox_id}).",
+                err=True,
+            )
+    if any(row.for_good for row in unsent):
+        sys.exit(1)
 
 
 @ticket.command("reply")
@@ -577,7 +613,9 @@ def _write(
 def ticket_reply(
     obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
 ) -> None:
-    """Answer the requester ("Suivi de la demande"); the ticket then waits for them."""
+    """Answer the requester ("Suivi de la demande"); the ticket then waits for them.
+
+    Exits 1, the reply kept in the ticket, when its mail cannot be sent (stderr says why)."""
     from helpdesk import workflow
 
     def write(store: Any, queue: Any, tech: int, text: str, files: list) -> int:
@@ -595,8 +633,10 @@ def ticket_reply(
             source="cli",
         )
 
-    article = _write(obj, ticket_id, as_email, message, attach, write)
+    unsent: list = []
+    article = _write(obj, ticket_id, as_email, message, attach, write, unsent)
     click.echo(f"reply #{article} added to ticket #{ticket_id}")
+    _report_unsent(f"reply #{article}", unsent)
 
 
 @ticket.command("comment")
@@ -623,7 +663,9 @@ def ticket_comment(
 def ticket_resolve(
     obj: Context, ticket_id: int, as_email: str, message: str | None, attach: tuple[str, ...]
 ) -> None:
-    """Resolve a ticket with its solution; it closes by itself after autoclose_days."""
+    """Resolve a ticket with its solution; it closes by itself after autoclose_days.
+
+    Exits 1, resolved all the same, when its mail cannot be sent (stderr says why)."""
     from helpdesk import workflow
 
     def write(store: Any, queue: Any, tech: int, text: str, files: list) -> int:
@@ -631,11 +673,13 @@ def ticket_resolve(
             store, obj.settings, queue, ticket_id, tech, body_text=text, attachments=files
         )
 
-    _write(obj, ticket_id, as_email, message, attach, write)
+    unsent: list = []
+    article = _write(obj, ticket_id, as_email, message, attach, write, unsent)
     click.echo(
         f"ticket #{ticket_id} resolved; it closes by itself in {obj.settings.autoclose_days}"
         " days unless the requester answers"
     )
+    _report_unsent(f"the resolution (entry #{article})", unsent)
 
 
 def _cli_actor(store: Any, settings: Settings, as_email: str | None) -> Any:
@@ -691,6 +735,7 @@ def ticket_reopen(obj: Context, ticket_id: int, as_email: str | None, message: s
 def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -> None:
     """Make an unverified entry public, as if its author had confirmed it (say, by phone)."""
     from helpdesk import workflow
+    from helpdesk.notify.kinds import TECH_CONFIRM
 
     def change(store: Any, queue: Any) -> list[int]:
         tech, email = _technician(store, obj.settings, as_email)
@@ -701,6 +746,16 @@ def ticket_confirm(obj: Context, ticket_id: int, entry_id: int, as_email: str) -
         )
         if held is None:
             raise click.ClickException(f"ticket #{ticket_id} has no unverified entry #{entry_id}")
+        if store.scalar(
+            "SELECT 1 FROM outbox_message WHERE mail_id = :mail AND kind = :kind",
+            {"mail": held, "kind": TECH_CONFIRM},
+        ):
+            # Its words are a technician's answer, not the requester's: only that
+            # technician's reply to our notice sends them.
+            raise click.ClickException(
+                f"entry #{entry_id} is a technician's note held for want of proof: they answer"
+                f" the mail we sent them, or `ticket reply {ticket_id} --as ...`"
+            )
         actor = workflow.Actor(tech, email, "cli")
         return workflow.confirm_unverified(store, obj.settings, queue, ticket_id, [held], actor)
 

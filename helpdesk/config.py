@@ -133,10 +133,16 @@ class Ingestd:
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on automatic mail to one address: [limits] in the config."""
+    """Caps on mail to one address: [limits] in the config (notify/ratecap.py).
+
+    per_hour and per_day cap automatic mail; loop_per_hour and loop_per_day cap
+    all mail to one address about one ticket, a person's words included.
+    """
 
     per_hour: int = 10
     per_day: int = 40
+    loop_per_hour: int = 60
+    loop_per_day: int = 200
 
 
 @dataclass(frozen=True)
@@ -476,7 +482,7 @@ def _limits(raw: dict, config_path: Path) -> Limits:
     return Limits(
         **{
             key: _whole(raw, key, getattr(Limits, key), "limits", config_path)
-            for key in ("per_hour", "per_day")
+            for key in ("per_hour", "per_day", "loop_per_hour", "loop_per_day")
         }
     )
 

@@ -40,7 +40,27 @@ def _outbox(store: Store, settings: Settings) -> str:
             total.failed + result.failed,
         )
         if result.sent + result.failed < BATCH or result.deferred:
-            return str(total)
+            break
+    if total.failed:
+        told = _tell_authors(store, settings)
+        if told:
+            return f"{total}; {told} technician(s) told an answer did not go"
+    return str(total)
+
+
+def _tell_authors(store: Store, settings: Settings) -> int:
+    """Tell the technicians whose answers by mail just failed for good (retries run
+    out, or a refusal), then send what that queued; return how many were told."""
+    from helpdesk import workflow
+    from helpdesk.notify.outbox import flush
+
+    told = 0
+    with store.transaction():
+        for mail_id in workflow.unsent_answer_mails(store):
+            told += workflow.tell_unsent_for_mail(store, settings, mail_id)
+    if told:
+        flush(store, settings, due_only=True, limit=BATCH)
+    return told
 
 
 def _autoclose(store: Store, settings: Settings) -> str:

@@ -44,6 +44,11 @@ __all__ = [
     "record_message_id",
     "take",
     "comment",
+    "hold_technician_answer",
+    "send_held_answer",
+    "tell_unsent",
+    "tell_unsent_for_mail",
+    "unsent_answer_mails",
     "resolve",
     "close",
     "reopen",
@@ -567,9 +572,11 @@ def comment(
     source: str = "cli",
     mail_id: int | None = None,
     message_id: str | None = None,
+    unverified: bool = False,
 ) -> int:
     """Add an internal comment: never shown to the requester nor mailed to them; the
-    ticket's other technicians hear of it. Return the article id."""
+    ticket's other technicians hear of it. Return the article id. `unverified` marks
+    a note whose author nothing proves (hold_technician_answer)."""
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
@@ -584,6 +591,7 @@ def comment(
         attachments=attachments,
         mail_id=mail_id,
         internal=True,
+        unverified=unverified,
     )
     record_message_id(store, ticket_id, message_id)
     record_history(
@@ -824,3 +832,204 @@ def mark_spam(store: Store, ticket_id: int, actor: Actor) -> bool:
     )
     record_history(store, ticket_id, actor, "spam", old, "closed", detail)
     return True
+
+
+def hold_technician_answer(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author_id: int,
+    *,
+    note: str,
+    text: str,
+    why: str,
+    resolution: bool,
+    subject: str = "",
+    attachments: Sequence[FileData] = (),
+    mail_id: int | None = None,
+) -> int:
+    """Keep a technician's mail that lacks proof as an unverified internal note (`note`,
+    which says why), and mail that technician's own address at once: their words
+    (`text`), why they were kept internal, and that replying sends them to the
+    requester (applying the resolution when `resolution`). Return the note's id.
+
+    The reply names that mail's Message-ID, which only the technician's mailbox
+    received: it is the proof the first mail lacked (send_held_answer). Capped per
+    ticket like the requester's confirmation request (notices.confirmation_asked).
+    """
+    from helpdesk.notify import kinds
+    from helpdesk.notify import notices
+
+    article_id = comment(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        author_id,
+        body_text=note,
+        subject=subject,
+        attachments=attachments,
+        source="mail",
+        mail_id=mail_id,
+        unverified=True,
+    )
+    notices.confirmation_asked(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        article_id,
+        mail_id=mail_id,
+        kind=kinds.TECH_CONFIRM,
+        context={"text": text, "why": why, "resolution": resolution},
+    )
+    return article_id
+
+
+def send_held_answer(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author_id: int,
+    held_mail_id: int,
+    *,
+    body_text: str,
+    resolution: bool,
+    attachments: Sequence[FileData] = (),
+    mail_id: int | None = None,
+    message_id: str | None = None,
+) -> tuple[str, int] | None:
+    """Send the words of a technician's note held by hold_technician_answer as their
+    answer to the requester, now that they have proven the mail theirs: a resolution
+    when it was a `#resolve` and the ticket is open, else a reply. Once: the note stops
+    being unverified, and a second proof finds nothing (None). Return what was made
+    ("resolution" or "reply") and its entry id. The note stays as it was, internal.
+
+    Raise WorkflowError when the ticket is closed (its requester cannot answer); the
+    note then stays unverified.
+    """
+    state = _lock(store, ticket_id)
+    note = store.scalar(
+        "SELECT id FROM article WHERE ticket_id = :ticket AND mail_id = :mail"
+        " AND author_id = :author AND internal = :yes AND unverified = :yes",
+        {"ticket": ticket_id, "mail": held_mail_id, "author": author_id, "yes": True},
+    )
+    if note is None:
+        return None  # sent already (a second reply), or not this technician's
+    if state["status"] == "closed":
+        raise WorkflowError(
+            f"ticket #{ticket_id} is closed: its requester cannot answer; reopen it first"
+        )
+    store.execute("UPDATE article SET unverified = :no WHERE id = :id", {"no": False, "id": note})
+    author, _name = _person(store, author_id)
+    record_history(
+        store,
+        ticket_id,
+        Actor(author_id, author, "mail"),
+        "confirmed",
+        detail=f"note #{note} (mail #{held_mail_id}) proven: sent to the requester",
+    )
+    common: dict[str, Any] = {
+        "body_text": body_text,
+        "attachments": attachments,
+        "source": "mail",
+        "mail_id": mail_id,
+        "message_id": message_id,
+    }
+    if resolution and state["status"] in OPEN_STATUSES:
+        return "resolution", resolve(store, settings, queue, ticket_id, author_id, **common)
+    subject = store.scalar("SELECT subject FROM ticket WHERE id = :id", {"id": ticket_id})
+    return "reply", add_followup(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        author_id,
+        by_technician=True,
+        subject=subject or "",
+        **common,
+    )
+
+
+def tell_unsent(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author_id: int,
+    mail_id: int,
+) -> list[str]:
+    """Tell the technician who answered by this mail which of its answers (a reply, a
+    resolution) did not go, for good, and write it in the history; return one line per
+    mail not sent. A second call for the same mail tells nothing new."""
+    from helpdesk.notify import kinds
+    from helpdesk.notify import notices
+    from helpdesk.notify import outbox
+
+    told = store.scalar(
+        "SELECT 1 FROM outbox_message WHERE mail_id = :mail AND kind = :kind",
+        {"mail": mail_id, "kind": kinds.TECH_UNSENT},
+    )
+    unsent = [
+        row
+        for row in outbox.not_sent(store, kinds.ANSWERS, ticket_id=ticket_id, mail_id=mail_id)
+        if row.for_good
+    ]
+    if told is not None or not unsent:
+        return []
+    author, name = _person(store, author_id)
+    lines = [f"{row.kind} to {row.to_addr} not sent ({row.status}: {row.error})" for row in unsent]
+    record_history(
+        store, ticket_id, Actor(author_id, author, "mail"), "not sent", detail="; ".join(lines)
+    )
+    notices.answers_not_sent(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        unsent,
+        author=author,
+        author_name=name,
+        mail_id=mail_id,
+    )
+    return lines
+
+
+def tell_unsent_for_mail(store: Store, settings: Settings, mail_id: int) -> bool:
+    """tell_unsent for the technician whose mail this is, once its answers have been
+    tried (a transport's refusal comes after the change): True if a notice was queued.
+    Nothing for a mail that is not a technician's public entry."""
+    from helpdesk import people
+
+    row = store.one(
+        "SELECT a.ticket_id, a.author_id, p.email, t.queue FROM article a"
+        " JOIN person p ON p.id = a.author_id JOIN ticket t ON t.id = a.ticket_id"
+        " WHERE a.mail_id = :id AND a.internal = :no ORDER BY a.id LIMIT 1",
+        {"id": mail_id, "no": False},
+    )
+    if row is None or row[3] not in settings.queues:
+        return False
+    if not people.is_technician(store, settings, str(row[2])):
+        return False
+    queue = settings.queues[row[3]]
+    return bool(tell_unsent(store, settings, queue, int(row[0]), int(row[1]), mail_id))
+
+
+def unsent_answer_mails(store: Store, days: int = 7) -> list[int]:
+    """The incoming mails of the last `days` whose answers failed for good and whose
+    author was not told yet (for the scheduler, after its retries run out)."""
+    from datetime import timedelta
+
+    from helpdesk.notify import kinds
+
+    answers = ", ".join(f"'{kind}'" for kind in sorted(kinds.ANSWERS))
+    rows = store.execute(
+        "SELECT DISTINCT o.mail_id FROM outbox_message o WHERE o.status = 'failed'"
+        f" AND o.kind IN ({answers}) AND o.mail_id IS NOT NULL AND o.created_at > :since"
+        " AND NOT EXISTS (SELECT 1 FROM outbox_message u WHERE u.mail_id = o.mail_id"
+        " AND u.kind = :told) ORDER BY o.mail_id",
+        {"since": utcnow() - timedelta(days=days), "told": kinds.TECH_UNSENT},
+    ).fetchall()
+    return [int(r[0]) for r in rows]

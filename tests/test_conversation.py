@@ -389,7 +389,8 @@ def test_two_autoresponders_answering_each_other_stop_at_the_cap(
         tmp_path,
         db_url,
         outgoing=smtp_outgoing(smtp_catcher.port),
-        extra="[limits]\nper_hour = 5\nper_day = 40\n\n",
+        # Each turn is a follow-up, a person's words: the loop guard, not the rate cap, stops it.
+        extra="[limits]\nper_hour = 5\nper_day = 40\nloop_per_hour = 5\n\n",
     )
     assert run_cli(config, "init").returncode == 0
     _deliver(config, make_mail())
@@ -412,7 +413,7 @@ def test_two_autoresponders_answering_each_other_stop_at_the_cap(
     assert len(to_alice) == 5, len(to_alice)  # the cap, per hour
     assert len(to_jean) <= 5, len(to_jean)
     capped = [r for r in cli_json(config, "outbox", "list") if r["status"] == "capped"]
-    assert capped and all("rate cap" in r["last_error"] for r in capped)
+    assert capped and all("loop guard" in r["last_error"] for r in capped)
 
 
 # -- outgoing mail ---------------------------------------------------------------
@@ -598,8 +599,11 @@ def test_a_technician_by_subject_tag_alone_does_not_write_to_the_requester(
     assert [a["author"] for a in _ticket(smtp_config, 1)["articles"]] == [ALICE, tech]
     [mail] = cli_json(smtp_config, "mail", "list")[:1]
     assert "answers none of ours" in mail["reason"]
-    caught = smtp_catcher.wait_for(1)
-    assert {r for c in caught for r in c.recipients} == {"marie.tech@univ.example"}
+    caught = smtp_catcher.wait_for(2)
+    # Marie hears of the note; Jean is asked to prove it his (tests/test_caps.py).
+    assert sorted(r for c in caught for r in c.recipients) == [tech, "marie.tech@univ.example"]
+    [notice] = [c.message() for c in caught if tech in c.recipients]
+    assert "Non transmis au demandeur" in notice["Subject"]
 
 
 def test_dmarc_pass_outweighs_a_broken_dkim_signature(

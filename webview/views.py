@@ -15,7 +15,9 @@ from typing import Any
 from flask import Blueprint
 from flask import abort
 from flask import current_app
+from flask import flash
 from flask import g
+from flask import get_flashed_messages
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -29,6 +31,8 @@ from helpdesk import workflow
 from helpdesk.config import Queue
 from helpdesk.display import safe_filename
 from helpdesk.ingest.parsed import ParsedAttachment
+from helpdesk.notify import outbox
+from helpdesk.notify.kinds import WORDS
 from helpdesk.store import MAX_ID
 from helpdesk.store import Store
 from helpdesk.tokens import Access
@@ -171,7 +175,10 @@ def _bodies(ticket: TicketView, token: str) -> dict[int, str]:
 @bp.get("/t/<token>")
 def ticket_page(token: str) -> Any:
     """The ticket, its whole thread oldest first, then the form."""
-    return _page(token, _access(token))
+    access = _access(token)
+    if _UNSENT in get_flashed_messages():
+        return _page(token, access, error=_UNSENT)
+    return _page(token, access)
 
 
 @bp.post("/t/<token>")
@@ -197,6 +204,7 @@ def add_followup(token: str) -> Any:
     settings = settings_of()
     db = store()
     with db.transaction():
+        before = outbox.last_id(db)
         ticket = _locked(db, access.ticket_id)
         if ticket.status != "closed":
             workflow.add_followup(
@@ -215,7 +223,24 @@ def add_followup(token: str) -> Any:
         return _page(token, access, error="closed", text=text, code=409)
     log.info("ticket #%s: follow-up added on the web", access.ticket_id)
     _send_notifications(access.ticket_id)
+    if not _anyone_told(db, access.ticket_id, before):
+        # Its words are in the ticket, but no mail will bring them to anyone: the
+        # requester must not believe a technician was told (shown once, then gone).
+        flash(_UNSENT)
     return redirect(url_for("viewer.ticket_page", token=token, _anchor="last"), code=303)
+
+
+_UNSENT = "unsent"
+
+
+def _anyone_told(db: Store, ticket_id: int, before: int) -> bool:
+    """Whether a mail carrying the follow-up went, or still may go, to someone."""
+    with db.transaction():
+        rows = db.execute(
+            "SELECT kind, status FROM outbox_message WHERE ticket_id = :ticket AND id > :before",
+            {"ticket": ticket_id, "before": before},
+        ).fetchall()
+    return any(kind in WORDS and status in ("queued", "sending", "sent") for kind, status in rows)
 
 
 @bp.post("/t/<token>/close")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import TYPE_CHECKING
+from typing import Any
 
 from helpdesk import memory
 from helpdesk.config import ConfigError
@@ -266,19 +267,32 @@ def _technician_command(
     if not (note or writer.technician or writer.staff):
         return None
     command, rest = command_of(trim_quoted(mail.text))
+    asked, words = command, rest.strip("\n")
     refused = None
     if command == "resolve" and note:
         # Its quote is internal; resolving mails the requester: never both.
         refused = "it answers an internal note: answer another mail, or `ticket resolve`"
     elif command == "resolve" and not writer.technician:
         # Resolving mails the requester in our name: it needs the proof a note does not.
-        refused = "no proof of a mail we sent"
+        refused = _NO_PROOF
+    # A technician's answer (or #resolve) kept internal for want of proof: their own
+    # address is asked to prove it, and the answer goes once they do. Not an explicit
+    # #comment (a note is what they asked for), nor what answers a note or a closed
+    # ticket (those stay notes whoever proves anything).
+    held = (
+        writer.staff
+        and not writer.technician
+        and not note
+        and status != "closed"
+        and (asked is None or (asked == "resolve" and refused == _NO_PROOF and words != ""))
+        and (words != "" or bool(mail.attachments))
+    )
     if command is None and (note or not writer.technician or status == "closed"):
         # What answers an internal note (and quotes it) stays internal, whoever writes
         # it; a technician's unproven From never speaks on the requester's page; and the
         # requester cannot answer about a closed ticket: notes, all three.
         command = "comment"
-    common = {
+    common: dict[str, Any] = {
         "attachments": mail.attachments,
         "source": "mail",
         "mail_id": mail_id,
@@ -300,6 +314,32 @@ def _technician_command(
     if command == "comment" and not writer.technician:
         # Anyone can put a technician's address in From: say so on the note.
         rest = f"[{mail.sender}: {writer.why}]\n{rest}"
+    if command == "comment" and held:
+        workflow.hold_technician_answer(
+            store,
+            settings,
+            queue,
+            ticket_id,
+            author,
+            note=rest.strip("\n"),
+            text=words,
+            why=writer.why,
+            resolution=asked == "resolve",
+            subject=mail.subject,
+            attachments=mail.attachments,
+            mail_id=mail_id,
+        )
+        from helpdesk.notify import kinds
+        from helpdesk.notify.outbox import not_sent
+
+        asked_to = f"; {mail.author} asked to prove it by replying (tech_confirm)"
+        held_kind = frozenset({kinds.TECH_CONFIRM})
+        for row in not_sent(store, held_kind, ticket_id=ticket_id, mail_id=mail_id):
+            # Over the cap (a forger's flood): the mail record says the notice did not go.
+            asked_to += f", not sent: {row.error}"
+        return (
+            "internal comment" + (f" (#resolve not applied: {refused})" if refused else "")
+        ) + asked_to
     if command == "comment":
         workflow.comment(
             store,
@@ -313,6 +353,83 @@ def _technician_command(
         )
         return "internal comment" + (f" (#resolve not applied: {refused})" if refused else "")
     return None
+
+
+_NO_PROOF = "no proof of a mail we sent"
+
+
+def _held_words(store: Store, mail_id: int) -> tuple[str | None, str, list[ParsedAttachment]]:
+    """A held technician mail read again from its raw bytes, as _technician_command read
+    it: its command, its words without the command and the quotes, its files."""
+    from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import command_of
+
+    raw = store.scalar("SELECT data FROM mail_raw WHERE mail_id = :id", {"id": mail_id})
+    mail = parse(bytes(raw))
+    shown_as_stored(mail)
+    command, rest = command_of(trim_quoted(mail.text))
+    return command, rest.strip("\n"), mail.attachments
+
+
+def _held_answered(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    author: int,
+    mail: ParsedMail,
+    mail_id: int,
+    held: list[int],
+) -> str:
+    """A technician's proof for their held mails (a reply to our tech_confirm notice):
+    each held text goes to the requester once; the reply's own words, if any, are an
+    internal note (the notice says so: an "OK, send it" must not reach the requester).
+    Return what was done."""
+    from helpdesk import workflow
+    from helpdesk.ingest.quotes import trim_quoted
+
+    done = []
+    for held_id in held:
+        command, words, files = _held_words(store, held_id)
+        try:
+            made = workflow.send_held_answer(
+                store,
+                settings,
+                queue,
+                ticket_id,
+                author,
+                held_id,
+                body_text=words,
+                resolution=command == "resolve",
+                attachments=files,
+                mail_id=mail_id,
+                message_id=mail.message_id,
+            )
+        except workflow.WorkflowError as exc:
+            done.append(f"held mail #{held_id} not sent: {exc}")
+            continue
+        if made is None:
+            done.append(f"held mail #{held_id} was sent already")
+        else:
+            done.append(f"held mail #{held_id} sent as {made[0]} #{made[1]}")
+    own = trim_quoted(mail.text).strip("\n")
+    if own.strip() or mail.attachments:
+        note = workflow.comment(
+            store,
+            settings,
+            queue,
+            ticket_id,
+            author,
+            body_text=own,
+            subject=mail.subject,
+            attachments=mail.attachments,
+            source="mail",
+            mail_id=mail_id,
+            message_id=mail.message_id,
+        )
+        done.append(f"its own words kept as internal note #{note}")
+    workflow.tell_unsent(store, settings, queue, ticket_id, author, mail_id)
+    return "; ".join(done)
 
 
 def _person_mail(
@@ -412,6 +529,7 @@ def _followup(
     not (and which closed ticket a new one continues) for a ticket of its own."""
     from helpdesk import workflow
     from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.thread import TECH_CONFIRM_KIND
     from helpdesk.ingest.thread import answers_internal_note
     from helpdesk.ingest.thread import check_writer
     from helpdesk.ingest.thread import confirmations_answered
@@ -470,10 +588,23 @@ def _followup(
             )
         if status == "closed":
             return f"{published}; ticket #{ticket_id} is closed: opened a new one", ticket_id
+    held = (
+        confirmations_answered(store, ticket_id, mail, kind=TECH_CONFIRM_KIND, to_addr=mail.author)
+        if writer.technician and not note
+        else []
+    )
+    if held:
+        proven = _held_answered(store, settings, queue, ticket_id, author, mail, mail_id, held)
+        return outcome(
+            f"proof of held mail(s) in ticket #{ticket_id}",
+            f"{proven} ({match.via}: {writer.why})",
+        )
     done = _technician_command(
         store, settings, queue, ticket_id, author, writer, mail, mail_id, status, note
     )
     if done is not None:
+        if writer.technician:
+            workflow.tell_unsent(store, settings, queue, ticket_id, author, mail_id)
         return outcome(f"{done} in ticket #{ticket_id}", f"{done} by {match.via}: {writer.why}")
     workflow.add_followup(
         store,
@@ -485,6 +616,8 @@ def _followup(
         message_id=mail.message_id,
         **entry,
     )
+    if writer.technician:
+        workflow.tell_unsent(store, settings, queue, ticket_id, author, mail_id)
     who = "technician" if writer.technician else "requester side"
     reason = f"follow-up ({who}) by {match.via}: {writer.why}"
     if status == "resolved" and not writer.technician:
@@ -581,6 +714,13 @@ def send_after_commit(store: Store, settings: Settings, mail_id: int) -> None:
         result = flush(store, settings, mail_id=mail_id, stop_after=1)
         if result.sent or result.deferred or result.failed:
             log.info("mail #%s: outgoing %s", mail_id, result)
+        if result.failed:
+            from helpdesk import workflow
+
+            with store.transaction():
+                told = workflow.tell_unsent_for_mail(store, settings, mail_id)
+            if told:
+                flush(store, settings, mail_id=mail_id, stop_after=1)
     except Exception:  # noqa: BLE001 - the mail is recorded: its exit code must stay 0
         log.exception("mail #%s: sending its notifications failed; they stay queued", mail_id)
 

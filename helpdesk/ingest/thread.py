@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from helpdesk.config import Queue
 from helpdesk.config import Settings
 from helpdesk.ingest.parsed import ParsedMail
+from helpdesk.notify import kinds
 from helpdesk.notify.outbox import message_id_digest
 from helpdesk.people import may_speak_as_technician
 from helpdesk.replyaddress import ticket_of_address
@@ -39,6 +40,7 @@ __all__ = [
     "authentication",
     "confirmations_answered",
     "CONFIRM_KIND",
+    "TECH_CONFIRM_KIND",
     "strip_tags",
     "answers_internal_note",
     "command_of",
@@ -46,8 +48,10 @@ __all__ = [
 
 _MAX_REFERENCES = 50
 VIA_REFERENCES = "In-Reply-To/References"
-# The outbox kind of the mail that asks an unverified writer to confirm their words.
-CONFIRM_KIND = "confirm"
+# The outbox kinds of the mail that asks an unverified writer to confirm their words:
+# the requester's side, and a technician whose mail was kept as a note.
+CONFIRM_KIND = kinds.CONFIRM
+TECH_CONFIRM_KIND = kinds.TECH_CONFIRM
 
 
 @dataclass(frozen=True)
@@ -383,18 +387,30 @@ def check_writer(
     )
 
 
-def confirmations_answered(store: Store, ticket_id: int, mail: ParsedMail) -> list[int]:
-    """The mails held as unverified in a ticket whose confirmation requests this mail
-    answers (by their Message-ID): their author has confirmed them."""
+def confirmations_answered(
+    store: Store,
+    ticket_id: int,
+    mail: ParsedMail,
+    *,
+    kind: str = CONFIRM_KIND,
+    to_addr: str | None = None,
+) -> list[int]:
+    """The mails held as unverified in a ticket whose confirmation requests (of this
+    kind; sent to `to_addr` when given) this mail answers by their Message-ID: their
+    author has confirmed them."""
     ids = [i.strip().strip("<>") for i in [*mail.in_reply_to, *mail.references]]
     ids = list(dict.fromkeys(i for i in ids if i))[:_MAX_REFERENCES]
     if not ids:
         return []
     in_list, names = _in_list(ids)
+    params = {"ticket": ticket_id, "kind": kind, **names}
+    to = ""
+    if to_addr is not None:
+        to, params["to"] = " AND to_addr = :to", to_addr
     rows = store.execute(
         "SELECT DISTINCT mail_id FROM outbox_message WHERE ticket_id = :ticket"
-        f" AND kind = :kind AND mail_id IS NOT NULL AND message_id IN ({in_list})",
-        {"ticket": ticket_id, "kind": CONFIRM_KIND, **names},
+        f" AND kind = :kind AND mail_id IS NOT NULL AND message_id IN ({in_list}){to}",
+        params,
     ).fetchall()
     return sorted(int(r[0]) for r in rows)
 

@@ -14,6 +14,7 @@ from helpdesk.config import Settings
 from helpdesk.display import safe_filename
 from helpdesk.ingest.quotes import REPLY_MARKER_EN
 from helpdesk.ingest.quotes import REPLY_MARKER_FR
+from helpdesk.notify import kinds
 from helpdesk.notify import outbox
 from helpdesk.notify.compose import Outgoing
 from helpdesk.notify.compose import link_marker
@@ -31,6 +32,7 @@ __all__ = [
     "closed",
     "reopened",
     "confirmation_asked",
+    "answers_not_sent",
     "REPLY_MARKERS",
 ]
 
@@ -406,15 +408,20 @@ def confirmation_asked(
     article_id: int,
     *,
     mail_id: int | None,
+    kind: str = kinds.CONFIRM,
+    context: dict[str, Any] | None = None,
 ) -> list[int]:
     """Ask the author of an entry held as unverified to confirm it by replying: the reply
     names this mail's Message-ID, which only that address received.
 
-    Capped like any automatic mail, and per ticket: a forger sending tagged mail in
-    someone's name makes the real address hear of it a few times, not a flood.
+    `kind` is `confirm` for the requester's side, `tech_confirm` for a technician's
+    mail kept as a note; `context` adds to what the template gets (a `text` in it
+    replaces the entry's). Capped like any automatic mail, and per ticket: a forger
+    sending tagged mail in someone's name makes the real address hear of it a few
+    times, not a flood.
     """
     ticket = _ticket(store, ticket_id)
-    article = _article(store, article_id)
+    article = {**_article(store, article_id), **(context or {})}
     text = article["text"]
     if len(text) > CONFIRM_EXCERPT:
         text = text[:CONFIRM_EXCERPT].rstrip() + "\n[...]"
@@ -422,11 +429,44 @@ def confirmation_asked(
     sender = _Sender(store, settings, queue, ticket, mail_id, held_id)
     return [
         sender.send(
-            "confirm",
+            kind,
             article["author"],
             article["author_name"],
             {**article, "text": text},
             to_technician=True,  # counted per ticket, as a loop through one ticket would be
+            auto_submitted="auto-replied",
+        )
+    ]
+
+
+def answers_not_sent(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    unsent: list[outbox.Unsent],
+    *,
+    author: str,
+    author_name: str,
+    mail_id: int | None,
+) -> list[int]:
+    """Tell a technician that their answer by mail did not reach its readers: to whom,
+    and why. The answer stays in the ticket; nothing asks them to write it again."""
+    if not unsent:
+        return []
+    ticket = _ticket(store, ticket_id)
+    incoming = store.scalar("SELECT message_id FROM mail_record WHERE id = :id", {"id": mail_id})
+    sender = _Sender(store, settings, queue, ticket, mail_id, incoming)
+    context = {
+        "unsent": [{"to": row.to_addr, "status": row.status, "error": row.error} for row in unsent]
+    }
+    return [
+        sender.send(
+            kinds.TECH_UNSENT,
+            author,
+            author_name,
+            context,
+            to_technician=True,
             auto_submitted="auto-replied",
         )
     ]

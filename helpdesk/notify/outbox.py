@@ -28,7 +28,16 @@ from helpdesk.store import Store
 from helpdesk.store import StoreError
 from helpdesk.store import utcnow
 
-__all__ = ["FlushResult", "enqueue", "flush", "BACKOFF", "MAX_TRIES"]
+__all__ = [
+    "FlushResult",
+    "Unsent",
+    "enqueue",
+    "flush",
+    "last_id",
+    "not_sent",
+    "BACKOFF",
+    "MAX_TRIES",
+]
 
 log = logging.getLogger("helpdesk.outbox")
 
@@ -59,19 +68,21 @@ def enqueue(
 ) -> int:
     """Queue one message in the caller's transaction; return its outbox id.
 
-    Over a rate cap the row is kept as `capped` and never sent, to a no-reply
-    address as `skipped`; a message that cannot be written (an address no header
-    can carry) is kept as `failed`.
+    Over a cap the row is kept as `capped` and never sent (automatic kinds meet the
+    rate cap, every kind the loop guard: notify/ratecap.py), to a no-reply address
+    as `skipped`; a message that cannot be written (an address no header can carry)
+    is kept as `failed`. Whoever queues a person's words reads the row's status
+    (`not_sent`) and tells their author.
     """
     now = utcnow()
     status, error = "queued", None
-    capped = over_cap(store, settings.limits, out.to_addr, ticket_id, per_ticket_cap)
+    capped = over_cap(store, settings.limits, out.to_addr, ticket_id, per_ticket_cap, kind)
     try:
         data = compose(out)
     except Exception as exc:  # noqa: BLE001 - the email package raises several types
         data, status, error = b"", "failed", f"cannot write this message: {exc}"
     if status == "queued" and _NO_REPLY.match(out.to_addr):
-        status, error = "skipped", f"not sent: {out.to_addr} takes no automatic mail"
+        status, error = "skipped", f"{out.to_addr} is a no-reply address"
     if capped and status == "queued":
         status, error = "capped", capped
     outbox_id = int(
@@ -105,6 +116,56 @@ def enqueue(
     if status != "queued":
         log.warning("outbox #%s to %s not sent: %s", outbox_id, out.to_addr, error)
     return outbox_id
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """A queued mail that did not go: for good (capped, skipped, failed), or not yet
+    (queued again after a temporary failure)."""
+
+    outbox_id: int
+    kind: str
+    to_addr: str
+    status: str
+    error: str
+
+    @property
+    def for_good(self) -> bool:
+        """Whether no retry will ever send it."""
+        return self.status != "queued"
+
+
+def last_id(store: Store) -> int:
+    """The newest outbox id: what a change queues from now on comes after it."""
+    return int(store.scalar("SELECT COALESCE(MAX(id), 0) FROM outbox_message"))
+
+
+def not_sent(
+    store: Store,
+    kinds: frozenset[str],
+    *,
+    ticket_id: int,
+    mail_id: int | None = None,
+    after_id: int = 0,
+) -> list[Unsent]:
+    """The mails of these kinds about a ticket (queued after `after_id`, or caused by one
+    incoming mail) that were not sent, for good or not yet."""
+    sql = (
+        "SELECT id, kind, to_addr, status, last_error FROM outbox_message"
+        " WHERE ticket_id = :ticket AND id > :after"
+        " AND (status IN ('capped', 'skipped', 'failed')"
+        " OR (status = 'queued' AND last_error IS NOT NULL))"
+    )
+    params: dict[str, Any] = {"ticket": ticket_id, "after": after_id}
+    if mail_id is not None:
+        sql += " AND mail_id = :mail"
+        params["mail"] = mail_id
+    rows = store.execute(sql + " ORDER BY id", params).fetchall()
+    return [
+        Unsent(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4] or r[3]))
+        for r in rows
+        if r[1] in kinds
+    ]
 
 
 def message_id_digest(message_id: str) -> str:
