@@ -359,8 +359,9 @@ def add_followup(
     article id.
 
     A technician's goes to the requester and puts the ticket in `waiting` (taking it
-    for them if nobody had it). Anyone else's goes to the technicians; it brings a
-    waiting ticket back to its technician, and reopens a resolved one.
+    for them if nobody had it); on a colleague's ticket, that colleague is told. Anyone
+    else's goes to the technicians; it brings a waiting ticket back to its technician,
+    and reopens a resolved one.
     """
     from helpdesk.notify import notices
 
@@ -404,6 +405,11 @@ def add_followup(
             mail_id=mail_id,
             incoming_message_id=message_id,
         )
+        if state["assignee_id"] not in (None, author_id):
+            # Someone else's ticket: its technician must know what was said in their place.
+            notices.colleague_answered(
+                store, settings, queue, ticket_id, article_id, resolution=False, mail_id=mail_id
+            )
         return article_id
     _requester_side_news(store, settings, queue, ticket_id, state, actor, article_id, mail_id)
     return article_id
@@ -567,7 +573,7 @@ def comment(
     message_id: str | None = None,
 ) -> int:
     """Add an internal comment: never shown to the requester nor mailed to them; the
-    ticket's other technicians hear of it. Return the article id."""
+    ticket's technician and the rest of its group hear of it. Return the article id."""
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
@@ -595,7 +601,8 @@ def take(
     store: Store, settings: Settings, queue: Queue, ticket_id: int, technician_id: int, actor: Actor
 ) -> bool:
     """Give a ticket to a technician (the actor themself for `take`); tell the requester
-    who has it, and the technician when someone else gave it. False if it already was theirs."""
+    who has it, the technician when someone else gave it (with its whole thread), and the
+    rest of its group. False if it already was theirs."""
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
@@ -609,7 +616,15 @@ def take(
     email, _name = _person(store, technician_id)
     action = "take" if actor.person_id == technician_id else "assign"
     record_history(store, ticket_id, actor, action, old, new, f"to {email}")
-    notices.taken(store, settings, queue, ticket_id, technician_id, by=actor.person_id)
+    notices.taken(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        technician_id,
+        by=actor.person_id,
+        previous=state["assignee_id"],
+    )
     return True
 
 
@@ -665,6 +680,10 @@ def resolve(
         mail_id=mail_id,
         incoming_message_id=message_id,
     )
+    if state["assignee_id"] not in (None, technician_id):
+        notices.colleague_answered(
+            store, settings, queue, ticket_id, article_id, resolution=True, mail_id=mail_id
+        )
     return article_id
 
 

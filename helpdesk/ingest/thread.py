@@ -48,6 +48,11 @@ _MAX_REFERENCES = 50
 VIA_REFERENCES = "In-Reply-To/References"
 # The outbox kind of the mail that asks an unverified writer to confirm their words.
 CONFIRM_KIND = "confirm"
+# The outbox kinds of our mails among technicians whose answers stay internal notes
+# (helpdesk.notify.notices): a note's news and a handover quoting notes, whose answers
+# quote them; the news of a take or of a colleague's answer, which are talk among
+# technicians, not words for the requester.
+INTERNAL_NOTE_KINDS = ("tech_comment", "assigned_notes", "tech_taken", "tech_colleague")
 
 
 @dataclass(frozen=True)
@@ -400,9 +405,10 @@ def confirmations_answered(store: Store, ticket_id: int, mail: ParsedMail) -> li
 
 
 def answers_internal_note(store: Store, ticket_id: int, mail: ParsedMail) -> bool:
-    """Tell whether a mail answers one of our internal-note notifications: what it says
-    (and quotes) must stay internal."""
-    return _answers_ours(store, ticket_id, mail, "kind = 'tech_comment'")
+    """Tell whether a mail answers one of our notifications among technicians
+    (INTERNAL_NOTE_KINDS): what it says (and quotes) must stay internal."""
+    kinds = ", ".join(f"'{kind}'" for kind in INTERNAL_NOTE_KINDS)
+    return _answers_ours(store, ticket_id, mail, f"kind IN ({kinds})")
 
 
 _COMMAND = re.compile(r"\A\s*#(resolve|comment)\b[ \t]*\n?", re.IGNORECASE)
