@@ -12,6 +12,7 @@ The lifecycle (after RT, Zammad and GLPI, research/anchors.md):
     waiting --requester's answer--> assigned (new if nobody has it)
     any open state --resolve--> resolved --autoclose_days of silence, or the requester--> closed
     resolved --requester answers, "Not solved", or reopen--> assigned (or new)
+    resolved --requester answers only "thank you"--> resolved ([tickets] reopen_on_thanks)
     closed --reopen (a technician)--> assigned (or new); a requester's mail opens a new
     ticket linked to it instead (deliver).
 """
@@ -361,7 +362,8 @@ def add_followup(
     A technician's goes to the requester and puts the ticket in `waiting` (taking it
     for them if nobody had it); on a colleague's ticket, that colleague is told. Anyone
     else's goes to the technicians; it brings a waiting ticket back to its technician,
-    and reopens a resolved one.
+    and reopens a resolved one unless it only says thank you ([tickets]
+    reopen_on_thanks, helpdesk.ingest.thanks).
     """
     from helpdesk.notify import notices
 
@@ -411,7 +413,15 @@ def add_followup(
                 store, settings, queue, ticket_id, article_id, resolution=False, mail_id=mail_id
             )
         return article_id
-    _requester_side_news(store, settings, queue, ticket_id, state, actor, article_id, mail_id)
+    thanks = False
+    if state["status"] == "resolved" and not settings.reopen_on_thanks and not attachments:
+        from helpdesk.ingest.thanks import only_thanks
+
+        # What the writer added, below it the quote of our resolution.
+        thanks = only_thanks(body_trimmed if body_trimmed is not None else body_text)
+    _requester_side_news(
+        store, settings, queue, ticket_id, state, actor, article_id, mail_id, thanks=thanks
+    )
     return article_id
 
 
@@ -425,19 +435,24 @@ def _requester_side_news(
     article_id: int,
     mail_id: int | None,
     message_id: str | None = None,
+    *,
+    thanks: bool = False,
 ) -> None:
-    """What a public entry by the requester's side does: reopen a resolved ticket, bring
-    a waiting one back to its technician, tell the technicians."""
+    """What a public entry by the requester's side does: reopen a resolved ticket (unless
+    the entry only says thank you), bring a waiting one back to its technician, tell the
+    technicians."""
     from helpdesk.notify import notices
 
     old = state["status"]
-    if old == "resolved":
+    if old == "resolved" and not thanks:
         _reopen(store, settings, queue, ticket_id, state, actor, article_id, mail_id, message_id)
         return
     new = _reopened_status(state) if old == "waiting" else old
     if new != old:
         _update(store, ticket_id, status=new)
-    record_history(store, ticket_id, actor, "followup", old, new)
+    # A thank-you stays resolved, and the autoclose clock runs on: the history says why.
+    detail = "thanks only: not reopened" if old == "resolved" else None
+    record_history(store, ticket_id, actor, "followup", old, new, detail)
     notices.followup_added(
         store,
         settings,

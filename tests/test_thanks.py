@@ -8,6 +8,7 @@ clients' tails. The other half thank *and* say something else: those must reopen
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,82 @@ def test_the_decision_is_bounded_and_linear() -> None:
     for _ in range(100):
         only_thanks(longest)
     assert time.perf_counter() - started < 1.0
+
+
+# -- end to end: the real pipe and the viewer's form, a real SMTP server ---------------
+
+
+def _resolved_ticket(config: Any, smtp_catcher: Any) -> Any:
+    """A ticket taken and resolved by Jean; return the resolution mail Alice received."""
+    from conftest import make_mail
+    from test_workflow import _cli
+    from test_workflow import _deliver
+
+    _deliver(config, make_mail())
+    _cli(config, "ticket", "take", "1", "--as", "jean.tech@univ.example")
+    _cli(config, "ticket", "resolve", "1", "--as", "jean.tech@univ.example", "-m", "Toner changé.")
+    caught = smtp_catcher.wait_for(6)  # ack, 2 tech_new, taken, the take's news, resolved
+    (resolved,) = [c.message() for c in caught if "résolue" in c.message()["Subject"]]
+    return resolved
+
+
+def test_a_mailed_thank_you_keeps_the_ticket_resolved_and_a_but_reopens_it(
+    db_url: str, tmp_path: Any, smtp_catcher: Any
+) -> None:
+    from conftest import cli_json
+    from conftest import run_cli
+    from conftest import smtp_outgoing
+    from conftest import write_config
+    from test_workflow import LINK
+    from test_workflow import _deliver
+    from test_workflow import _new
+    from test_workflow import _reply_to
+    from test_workflow import _text
+    from test_workflow import _web_followup
+
+    config = write_config(tmp_path, db_url, outgoing=smtp_outgoing(smtp_catcher.port))
+    assert run_cli(config, "init").returncode == 0
+    resolved = _resolved_ticket(config, smtp_catcher)
+    thanks = "Merci beaucoup, bonne journée !\n\nCordialement,\nAlice Martin\nSecrétariat"
+    _deliver(config, _reply_to(resolved, "alice@univ.example", thanks))
+    (told,) = _new(smtp_catcher, 6, 1)  # the technician still reads it
+    assert told["To"].addresses[0].addr_spec == "jean.tech@univ.example"
+    assert "Merci beaucoup" in _text(told)
+    ticket = cli_json(config, "ticket", "show", "1")
+    assert ticket["status"] == "resolved" and ticket["resolved_at"]
+    assert ticket["articles"][-1]["body_shown"].startswith("Merci beaucoup")
+    assert "only thanks: not reopened" in cli_json(config, "mail", "list")[0]["reason"]
+    history = cli_json(config, "ticket", "history", "1")[-1]
+    assert (history["action"], history["new_status"]) == ("followup", None)
+
+    # Thanks and a "but", on the requester's page this time: it reopens, as before.
+    path = LINK.search(_text(resolved)).group(1)
+    _web_followup(config, path, "Merci, mais l'imprimante ne marche toujours pas.")
+    (reopened,) = _new(smtp_catcher, 7, 1)
+    assert "Demande rouverte" in reopened["Subject"]
+    assert cli_json(config, "ticket", "show", "1")["status"] == "assigned"
+
+
+def test_reopen_on_thanks_true_reopens_on_a_thank_you(
+    db_url: str, tmp_path: Any, smtp_catcher: Any
+) -> None:
+    from conftest import cli_json
+    from conftest import run_cli
+    from conftest import smtp_outgoing
+    from conftest import write_config
+    from test_workflow import _deliver
+    from test_workflow import _new
+    from test_workflow import _reply_to
+
+    config = write_config(
+        tmp_path,
+        db_url,
+        outgoing=smtp_outgoing(smtp_catcher.port),
+        extra="[tickets]\nreopen_on_thanks = true\n\n",
+    )
+    assert run_cli(config, "init").returncode == 0
+    resolved = _resolved_ticket(config, smtp_catcher)
+    _deliver(config, _reply_to(resolved, "alice@univ.example", "Merci !"))
+    (reopened,) = _new(smtp_catcher, 6, 1)
+    assert "Demande rouverte" in reopened["Subject"]
+    assert cli_json(config, "ticket", "show", "1")["status"] == "assigned"
