@@ -191,3 +191,22 @@ def test_reopen_on_thanks_true_reopens_on_a_thank_you(
     (reopened,) = _new(smtp_catcher, 6, 1)
     assert "Demande rouverte" in reopened["Subject"]
     assert cli_json(config, "ticket", "show", "1")["status"] == "assigned"
+
+
+def test_reopen_on_thanks_is_read_from_tickets_and_checked(tmp_path: Any) -> None:
+    from helpdesk.config import ConfigError
+    from helpdesk.config import load_settings
+
+    config = tmp_path / "helpdesk.toml"
+    config.write_text('[database]\nurl = "sqlite:///h.db"\n')
+    assert load_settings(config).reopen_on_thanks is False
+    config.write_text('[database]\nurl = "sqlite:///h.db"\n[tickets]\nreopen_on_thanks = true\n')
+    assert load_settings(config).reopen_on_thanks is True
+    for bad in ('"no"', "0", "1"):
+        config.write_text(
+            f'[database]\nurl = "sqlite:///h.db"\n[tickets]\nreopen_on_thanks = {bad}\n'
+        )
+        with pytest.raises(
+            ConfigError, match=r"\[tickets\] reopen_on_thanks must be true or false"
+        ):
+            load_settings(config)
