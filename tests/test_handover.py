@@ -182,6 +182,23 @@ def test_a_colleagues_answer_and_resolution_tell_the_technician(config: Path) ->
     assert "Résolue par Marie Dupont" in mails[1]["subject"]
 
 
+def test_a_first_answer_takes_the_ticket_and_tells_the_rest_of_the_group(config: Path) -> None:
+    from helpdesk import workflow
+
+    ticket_id = _open(config)
+    seen = _last_id(config)
+    _answer(config, ticket_id, JEAN, "Je regarde ça.")
+    told = [(m["kind"], m["to"]) for m in _mails(config, seen)]
+    assert told == [("followup", ALICE), ("tech_taken", MARIE)]
+    other = _open(config)
+    seen = _last_id(config)
+    with _workflow(config) as (db, settings, queue):
+        marie = workflow.ensure_person(db, MARIE)
+        workflow.resolve(db, settings, queue, other, marie, body_text="Toner remplacé.")
+    told = [(m["kind"], m["to"]) for m in _mails(config, seen)]
+    assert told == [("resolved", ALICE), ("tech_taken", JEAN)]
+
+
 def test_the_technicians_own_answer_tells_no_colleague(config: Path) -> None:
     ticket_id = _open(config)
     _take(config, ticket_id, JEAN, by=JEAN)

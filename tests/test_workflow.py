@@ -326,16 +326,18 @@ def test_reopen_and_close_from_the_cli(smtp_config: Path, smtp_catcher: SmtpCatc
     _cli(config, "ticket", "resolve", "1", "--as", MARIE, "-m", "Fait.")
     assert _ticket(config)["assignee"] == MARIE  # resolving takes it
     _cli(config, "ticket", "close", "1")
-    news = _new(smtp_catcher, 3, 2)
-    assert [m["Subject"].split("] ")[1][:24] for m in news] == [
+    news = _new(smtp_catcher, 3, 3)
+    assert [m["Subject"].split("] ")[1][:24] for m in _to(news, ALICE)] == [
         "Votre demande est résolu",
         "Votre demande est close ",
     ]
+    (announced,) = _to(news, JEAN)  # resolving took it: the rest of the group knows
+    assert "a pris la demande" in announced["Subject"]
     assert _history(config)[-1][:2] == ("close", "cli")
     assert _history(config)[-1][2].startswith("cli:")
     out = _cli(config, "ticket", "reopen", "1", "--as", JEAN, "-m", "Le client a rappelé.")
     assert "reopened" in out
-    (told,) = _new(smtp_catcher, 5, 1)
+    (told,) = _new(smtp_catcher, 6, 1)
     assert told["To"].addresses[0].addr_spec == MARIE and "rouverte" in told["Subject"]
     assert _ticket(config)["status"] == "assigned"
     # What makes no sense is refused with one clear line, and changes nothing.

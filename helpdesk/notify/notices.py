@@ -29,6 +29,7 @@ __all__ = [
     "followup_added",
     "comment_added",
     "taken",
+    "take_announced",
     "colleague_answered",
     "resolved",
     "closed",
@@ -427,7 +428,8 @@ def taken(
 ) -> list[int]:
     """Tell the requester who took their request; hand the ticket over to the technician
     when someone else gave it to them (its whole thread, notes included, and its
-    history); tell the rest of its group, and whoever had it before, who has it now."""
+    history); tell the rest of its group, and whoever had it before, who has it now
+    (take_announced)."""
     ticket = _ticket(store, ticket_id)
     person = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
     assert person is not None, f"technician #{technician_id} vanished inside the transaction"
@@ -436,9 +438,6 @@ def taken(
     context = {"technician": email, "technician_name": name or ""}
     ids = [sender.to_requester("taken", context)]
     by_name = _name_of(store, by)
-    by_email = ""
-    if by is not None:
-        by_email = str(store.scalar("SELECT email FROM person WHERE id = :id", {"id": by}))
     if by != technician_id:
         entries, omitted = _thread(store, settings, queue.language, ticket)
         events, events_omitted = _history(store, settings, queue.language, ticket_id)
@@ -464,8 +463,38 @@ def taken(
                 template="assigned",
             )
         )
-    # The rest of the group, and whoever had it before, hear who has it now; the one who
-    # took it and the one who got it know already.
+    return ids + take_announced(
+        store, settings, queue, ticket_id, technician_id, by=by, previous=previous
+    )
+
+
+def take_announced(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    technician_id: int,
+    *,
+    by: int | None,
+    previous: int | None = None,
+) -> list[int]:
+    """Tell the rest of a ticket's group, and whoever had it before, who has it now (a
+    take, an assignment, or a technician's first answer, which takes it): nobody else
+    starts on it. The one who took it and the one who got it know already."""
+    ticket = _ticket(store, ticket_id)
+    sender = _Sender(store, settings, queue, ticket, None, None)
+    person = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
+    assert person is not None, f"technician #{technician_id} vanished inside the transaction"
+    email, name = str(person[0]), str(person[1] or "")
+    by_email = ""
+    if by is not None:
+        by_email = str(store.scalar("SELECT email FROM person WHERE id = :id", {"id": by}))
+    context = {
+        "technician": email,
+        "technician_name": name,
+        "by_name": _name_of(store, by),
+        "by_self": by == technician_id,
+    }
     recipients = []
     if previous is not None and previous != technician_id:
         row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": previous})
@@ -473,18 +502,13 @@ def taken(
             recipients.append((str(row[0]), str(row[1] or "")))
     recipients += sender.team(besides=(email, by_email))
     told = {email, by_email, ticket["requester"]}
+    ids = []
     for member_email, member_name in recipients:
         if member_email in told:
             continue
         told.add(member_email)
         ids.append(
-            sender.send(
-                "tech_taken",
-                member_email,
-                member_name,
-                {**context, "by_name": by_name, "by_self": by == technician_id},
-                to_technician=True,
-            )
+            sender.send("tech_taken", member_email, member_name, context, to_technician=True)
         )
     return ids
 
