@@ -199,6 +199,8 @@ class Settings:
     trusted_proxies: int = 0
     failed_lookups_per_minute: int = 20
     autoclose_days: int = 15
+    # A requester's reply that only says thank you leaves a resolved ticket resolved.
+    reopen_on_thanks: bool = False
     schedule: Schedule = field(default_factory=Schedule)
     ingestd: Ingestd = field(default_factory=Ingestd)
     # [directory.ldap] as written: helpdesk.directory_ldap checks it when used.
@@ -378,6 +380,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         autoclose_days=_whole(
             _table(data, "tickets", config_path), "autoclose_days", 15, "tickets", config_path
         ),
+        reopen_on_thanks=_flag(
+            _table(data, "tickets", config_path), "reopen_on_thanks", False, "tickets", config_path
+        ),
         schedule=_schedule(_table(data, "scheduler", config_path), config_path),
         ingestd=_ingestd(_table(data, "ingestd", config_path), config_path),
         ldap=_table(_table(data, "directory", config_path), "ldap", config_path),
@@ -411,6 +416,13 @@ def _whole(table: dict, key: str, default: int, name: str, config_path: Path) ->
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{config_path}: [{name}] {key} must be a whole number >= 0")
+    return value
+
+
+def _flag(table: dict, key: str, default: bool, name: str, config_path: Path) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{config_path}: [{name}] {key} must be true or false")
     return value
 
 

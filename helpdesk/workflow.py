@@ -12,6 +12,7 @@ The lifecycle (after RT, Zammad and GLPI, research/anchors.md):
     waiting --requester's answer--> assigned (new if nobody has it)
     any open state --resolve--> resolved --autoclose_days of silence, or the requester--> closed
     resolved --requester answers, "Not solved", or reopen--> assigned (or new)
+    resolved --requester answers only "thank you"--> resolved ([tickets] reopen_on_thanks)
     closed --reopen (a technician)--> assigned (or new); a requester's mail opens a new
     ticket linked to it instead (deliver).
 """
@@ -366,8 +367,10 @@ def add_followup(
     article id.
 
     A technician's goes to the requester and puts the ticket in `waiting` (taking it
-    for them if nobody had it). Anyone else's goes to the technicians; it brings a
-    waiting ticket back to its technician, and reopens a resolved one.
+    for them if nobody had it); on a colleague's ticket, that colleague is told. Anyone
+    else's goes to the technicians; it brings a waiting ticket back to its technician,
+    and reopens a resolved one unless it only says thank you ([tickets]
+    reopen_on_thanks, helpdesk.ingest.thanks).
     """
     from helpdesk.notify import notices
 
@@ -411,8 +414,24 @@ def add_followup(
             mail_id=mail_id,
             incoming_message_id=message_id,
         )
+        if state["assignee_id"] not in (None, author_id):
+            # Someone else's ticket: its technician must know what was said in their place.
+            notices.colleague_answered(
+                store, settings, queue, ticket_id, article_id, resolution=False, mail_id=mail_id
+            )
+        elif state["assignee_id"] is None and old in OPEN_STATUSES:
+            # Answering took it: the rest of the group must not start on it too.
+            notices.take_announced(store, settings, queue, ticket_id, author_id, by=author_id)
         return article_id
-    _requester_side_news(store, settings, queue, ticket_id, state, actor, article_id, mail_id)
+    thanks = False
+    if state["status"] == "resolved" and not settings.reopen_on_thanks and not attachments:
+        from helpdesk.ingest.thanks import only_thanks
+
+        # What the writer added, below it the quote of our resolution.
+        thanks = only_thanks(body_trimmed if body_trimmed is not None else body_text)
+    _requester_side_news(
+        store, settings, queue, ticket_id, state, actor, article_id, mail_id, thanks=thanks
+    )
     return article_id
 
 
@@ -426,19 +445,24 @@ def _requester_side_news(
     article_id: int,
     mail_id: int | None,
     message_id: str | None = None,
+    *,
+    thanks: bool = False,
 ) -> None:
-    """What a public entry by the requester's side does: reopen a resolved ticket, bring
-    a waiting one back to its technician, tell the technicians."""
+    """What a public entry by the requester's side does: reopen a resolved ticket (unless
+    the entry only says thank you), bring a waiting one back to its technician, tell the
+    technicians."""
     from helpdesk.notify import notices
 
     old = state["status"]
-    if old == "resolved":
+    if old == "resolved" and not thanks:
         _reopen(store, settings, queue, ticket_id, state, actor, article_id, mail_id, message_id)
         return
     new = _reopened_status(state) if old == "waiting" else old
     if new != old:
         _update(store, ticket_id, status=new)
-    record_history(store, ticket_id, actor, "followup", old, new)
+    # A thank-you stays resolved, and the autoclose clock runs on: the history says why.
+    detail = "thanks only: not reopened" if old == "resolved" else None
+    record_history(store, ticket_id, actor, "followup", old, new, detail)
     notices.followup_added(
         store,
         settings,
@@ -575,8 +599,8 @@ def comment(
     unverified: bool = False,
 ) -> int:
     """Add an internal comment: never shown to the requester nor mailed to them; the
-    ticket's other technicians hear of it. Return the article id. `unverified` marks
-    a note whose author nothing proves (hold_technician_answer)."""
+    ticket's technician and the rest of its group hear of it. Return the article id.
+    `unverified` marks a note whose author nothing proves (hold_technician_answer)."""
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
@@ -605,7 +629,8 @@ def take(
     store: Store, settings: Settings, queue: Queue, ticket_id: int, technician_id: int, actor: Actor
 ) -> bool:
     """Give a ticket to a technician (the actor themself for `take`); tell the requester
-    who has it, and the technician when someone else gave it. False if it already was theirs."""
+    who has it, the technician when someone else gave it (with its whole thread), and the
+    rest of its group. False if it already was theirs."""
     from helpdesk.notify import notices
 
     state = _lock(store, ticket_id)
@@ -619,7 +644,15 @@ def take(
     email, _name = _person(store, technician_id)
     action = "take" if actor.person_id == technician_id else "assign"
     record_history(store, ticket_id, actor, action, old, new, f"to {email}")
-    notices.taken(store, settings, queue, ticket_id, technician_id, by=actor.person_id)
+    notices.taken(
+        store,
+        settings,
+        queue,
+        ticket_id,
+        technician_id,
+        by=actor.person_id,
+        previous=state["assignee_id"],
+    )
     return True
 
 
@@ -675,6 +708,12 @@ def resolve(
         mail_id=mail_id,
         incoming_message_id=message_id,
     )
+    if state["assignee_id"] not in (None, technician_id):
+        notices.colleague_answered(
+            store, settings, queue, ticket_id, article_id, resolution=True, mail_id=mail_id
+        )
+    elif state["assignee_id"] is None:
+        notices.take_announced(store, settings, queue, ticket_id, technician_id, by=technician_id)
     return article_id
 
 

@@ -507,8 +507,9 @@ def _resolved(viewer: Viewer, subject: str = "Imprimante en panne") -> int:
                 db, settings, queue, ticket_id, jean, body_text="Le rouleau du bac 2 a été changé."
             )
         flush(db, settings, due_only=False)
-    # The acknowledgement, the two technicians' news, "taken" and "resolved".
-    viewer.catcher.wait_for(5)
+    # The acknowledgement, the two technicians' news, "taken", the take's news to Marie
+    # and "resolved".
+    viewer.catcher.wait_for(6)
     viewer.catcher.clear()
     return ticket_id
 

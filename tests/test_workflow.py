@@ -203,10 +203,12 @@ def test_the_whole_story(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
     path = LINK.search(_text(ack)).group(1)
     assert {m["To"].addresses[0].addr_spec for m in _to(news, "tech")} == {JEAN, MARIE}
 
-    # 2. A technician takes it: the requester is told who.
+    # 2. A technician takes it: the requester is told who, and so is the rest of the group.
     assert "taken" in _cli(config, "ticket", "take", "1", "--as", JEAN)
-    (taken,) = _new(smtp_catcher, 3, 1)
-    assert taken["To"].addresses[0].addr_spec == ALICE
+    news = _new(smtp_catcher, 3, 2)
+    (taken,) = _to(news, ALICE)
+    (announced,) = _to(news, MARIE)
+    assert "Jean Technicien a pris la demande" in announced["Subject"]
     assert taken["Subject"] == ("[HD #1] Votre demande a été prise en charge par Jean Technicien")
     assert "par Jean Technicien" in _text(taken)
     assert _ticket(config)["status"] == "assigned"
@@ -214,21 +216,21 @@ def test_the_whole_story(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
 
     # 3. The technician asks a question.
     _cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Quel est le modèle exact ?")
-    (question,) = _new(smtp_catcher, 4, 1)
+    (question,) = _new(smtp_catcher, 5, 1)
     assert "Suivi de la demande" in question["Subject"]
     assert "Quel est le modèle exact ?" in _text(question)
     assert _ticket(config)["status"] == "waiting"
 
     # 4. The requester answers on the page: only the technician in charge is told.
     _web_followup(config, path, "Une HP LaserJet 4250.")
-    (told,) = _new(smtp_catcher, 5, 1)
+    (told,) = _new(smtp_catcher, 6, 1)
     assert told["To"].addresses[0].addr_spec == JEAN
     assert "Une HP LaserJet 4250." in _text(told)
     assert _ticket(config)["status"] == "assigned"
 
     # 5. The technician resolves.
     _cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Le toner a été remplacé.")
-    (resolved,) = _new(smtp_catcher, 6, 1)
+    (resolved,) = _new(smtp_catcher, 7, 1)
     assert resolved["To"].addresses[0].addr_spec == ALICE
     assert "Votre demande est résolue" in resolved["Subject"]
     body = _text(resolved)
@@ -243,7 +245,7 @@ def test_the_whole_story(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
     assert _ticket(config)["status"] == "resolved"  # a dry run changes nothing
     scheduler = _scheduler(config, days=16)
     try:
-        (closing,) = _new(smtp_catcher, 7, 1)
+        (closing,) = _new(smtp_catcher, 8, 1)
     finally:
         _stop(scheduler)
     assert closing["To"].addresses[0].addr_spec == ALICE
@@ -267,6 +269,7 @@ def test_the_whole_story(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
         "tech_new",
         "tech_new",
         "taken",
+        "tech_taken",
         "followup",
         "tech_followup",
         "resolved",
@@ -281,12 +284,12 @@ def test_an_answer_after_resolution_reopens_and_after_closure_opens_a_linked_tic
     _deliver(config, make_mail())
     _cli(config, "ticket", "take", "1", "--as", JEAN)
     _cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Redémarrez le poste.")
-    caught = smtp_catcher.wait_for(5)
+    caught = smtp_catcher.wait_for(6)  # ack, 2 tech_new, taken, the take's news, resolved
     (resolved,) = [c.message() for c in caught if "résolue" in c.message()["Subject"]]
 
     # Answering the resolution by mail reopens the ticket, back to its technician.
     _deliver(config, _reply_to(resolved, ALICE, "Toujours en panne après redémarrage."))
-    (reopened,) = _new(smtp_catcher, 5, 1)
+    (reopened,) = _new(smtp_catcher, 6, 1)
     assert reopened["To"].addresses[0].addr_spec == JEAN
     assert "Demande rouverte" in reopened["Subject"]
     assert "Toujours en panne après redémarrage." in _text(reopened)
@@ -297,10 +300,10 @@ def test_an_answer_after_resolution_reopens_and_after_closure_opens_a_linked_tic
 
     # Closed: the requester's answer opens a new ticket linked to the old one.
     _cli(config, "ticket", "close", "1", "--as", JEAN)
-    (closing,) = _new(smtp_catcher, 6, 1)
+    (closing,) = _new(smtp_catcher, 7, 1)
     assert "close" in closing["Subject"]
     _deliver(config, _reply_to(closing, ALICE, "Elle refait le même bruit."))
-    news = _new(smtp_catcher, 7, 3)  # ack + both technicians: a new ticket has no one yet
+    news = _new(smtp_catcher, 8, 3)  # ack + both technicians: a new ticket has no one yet
     (ack,) = _to(news, ALICE)
     assert ack["Subject"].startswith("[HD #2] Enregistrement de votre demande")
     assert "n° 1 étant close" in _text(ack)
@@ -323,16 +326,18 @@ def test_reopen_and_close_from_the_cli(smtp_config: Path, smtp_catcher: SmtpCatc
     _cli(config, "ticket", "resolve", "1", "--as", MARIE, "-m", "Fait.")
     assert _ticket(config)["assignee"] == MARIE  # resolving takes it
     _cli(config, "ticket", "close", "1")
-    news = _new(smtp_catcher, 3, 2)
-    assert [m["Subject"].split("] ")[1][:24] for m in news] == [
+    news = _new(smtp_catcher, 3, 3)
+    assert [m["Subject"].split("] ")[1][:24] for m in _to(news, ALICE)] == [
         "Votre demande est résolu",
         "Votre demande est close ",
     ]
+    (announced,) = _to(news, JEAN)  # resolving took it: the rest of the group knows
+    assert "a pris la demande" in announced["Subject"]
     assert _history(config)[-1][:2] == ("close", "cli")
     assert _history(config)[-1][2].startswith("cli:")
     out = _cli(config, "ticket", "reopen", "1", "--as", JEAN, "-m", "Le client a rappelé.")
     assert "reopened" in out
-    (told,) = _new(smtp_catcher, 5, 1)
+    (told,) = _new(smtp_catcher, 6, 1)
     assert told["To"].addresses[0].addr_spec == MARIE and "rouverte" in told["Subject"]
     assert _ticket(config)["status"] == "assigned"
     # What makes no sense is refused with one clear line, and changes nothing.

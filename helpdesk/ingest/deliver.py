@@ -621,7 +621,8 @@ def _followup(
     who = "technician" if writer.technician else "requester side"
     reason = f"follow-up ({who}) by {match.via}: {writer.why}"
     if status == "resolved" and not writer.technician:
-        reason += "; reopened"
+        now = store.scalar("SELECT status FROM ticket WHERE id = :id", {"id": ticket_id})
+        reason += "; reopened" if now != "resolved" else "; only thanks: not reopened"
     reason = "; ".join(filter(None, [published, reason]))
     return outcome(f"follow-up to ticket #{ticket_id}", reason)
 

@@ -52,6 +52,16 @@ VIA_REFERENCES = "In-Reply-To/References"
 # the requester's side, and a technician whose mail was kept as a note.
 CONFIRM_KIND = kinds.CONFIRM
 TECH_CONFIRM_KIND = kinds.TECH_CONFIRM
+# The outbox kinds of our mails among technicians whose answers stay internal notes
+# (helpdesk.notify.notices): a note's news and a handover quoting notes, whose answers
+# quote them; the news of a take or of a colleague's answer, which are talk among
+# technicians, not words for the requester.
+INTERNAL_NOTE_KINDS = (
+    kinds.TECH_COMMENT,
+    kinds.ASSIGNED_NOTES,
+    kinds.TECH_TAKEN,
+    kinds.TECH_COLLEAGUE,
+)
 
 
 @dataclass(frozen=True)
@@ -416,9 +426,10 @@ def confirmations_answered(
 
 
 def answers_internal_note(store: Store, ticket_id: int, mail: ParsedMail) -> bool:
-    """Tell whether a mail answers one of our internal-note notifications: what it says
-    (and quotes) must stay internal."""
-    return _answers_ours(store, ticket_id, mail, "kind = 'tech_comment'")
+    """Tell whether a mail answers one of our notifications among technicians
+    (INTERNAL_NOTE_KINDS): what it says (and quotes) must stay internal."""
+    kinds = ", ".join(f"'{kind}'" for kind in INTERNAL_NOTE_KINDS)
+    return _answers_ours(store, ticket_id, mail, f"kind IN ({kinds})")
 
 
 _COMMAND = re.compile(r"\A\s*#(resolve|comment)\b[ \t]*\n?", re.IGNORECASE)

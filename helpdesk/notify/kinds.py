@@ -20,7 +20,11 @@ __all__ = [
     "ACK",
     "AUTOMATIC",
     "CONFIRM",
+    "ASSIGNED_NOTES",
+    "TECH_COLLEAGUE",
+    "TECH_COMMENT",
     "TECH_CONFIRM",
+    "TECH_TAKEN",
     "TECH_UNSENT",
     "WORDS",
     "ANSWERS",
@@ -33,6 +37,13 @@ CONFIRM = "confirm"
 TECH_CONFIRM = "tech_confirm"
 # To a technician whose answer by mail could not be sent to its reader.
 TECH_UNSENT = "tech_unsent"
+# Among technicians (handover): a note's news; "X gave you ticket #n" when it quotes
+# internal notes; "X took ticket #n" to the rest of the group; a colleague answered
+# on your ticket. Answers to these stay internal notes (ingest/thread.py).
+TECH_COMMENT = "tech_comment"
+ASSIGNED_NOTES = "assigned_notes"
+TECH_TAKEN = "tech_taken"
+TECH_COLLEAGUE = "tech_colleague"
 
 # Mail the helpdesk writes of itself: an event told, a question asked. Capped.
 AUTOMATIC = frozenset(
@@ -44,8 +55,11 @@ AUTOMATIC = frozenset(
         TECH_CONFIRM,  # the same question to a technician
         TECH_UNSENT,  # "your answer did not go": news about a mail, not words
         # "X gave you ticket #n": an act, and the words it quotes were each told
-        # in their own mail already.
+        # in their own mail already (its notes too, in tech_comment).
         "assigned",
+        ASSIGNED_NOTES,
+        TECH_TAKEN,  # "X took ticket #n": news of an act
+        TECH_COLLEAGUE,  # "a colleague answered": the answer itself went to its reader
     }
 )
 
@@ -57,7 +71,7 @@ WORDS = frozenset(
         "resolved",  # the resolution, with its text
         "tech_new",  # the requester's request, to the technicians
         "tech_followup",  # the requester's (or a participant's) follow-up
-        "tech_comment",  # a colleague's internal note
+        TECH_COMMENT,  # a colleague's internal note
         "reopened",  # the words that reopened the request, when there are some
     }
 )

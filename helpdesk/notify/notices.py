@@ -6,6 +6,7 @@ Called by helpdesk.workflow inside its transaction; nothing here sends.
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 from helpdesk import people
@@ -22,12 +23,15 @@ from helpdesk.notify.compose import new_message_id
 from helpdesk.notify.render import render
 from helpdesk.replyaddress import reply_address
 from helpdesk.store import Store
+from helpdesk.store import as_datetime
 
 __all__ = [
     "ticket_opened",
     "followup_added",
     "comment_added",
     "taken",
+    "take_announced",
+    "colleague_answered",
     "resolved",
     "closed",
     "reopened",
@@ -90,10 +94,15 @@ def _excerpt(text: str) -> str:
     A 5 MB log pasted into a request must not become three 5 MB notifications;
     the whole text stays in the ticket.
     """
-    if len(text) <= TEXT_LIMIT:
+    return _cut(text, TEXT_LIMIT)
+
+
+def _cut(text: str, limit: int) -> str:
+    """A text up to `limit` characters, cut at a line end when one is near, marked."""
+    if len(text) <= limit:
         return text
-    cut = text.rfind("\n", 0, TEXT_LIMIT)
-    return text[: cut if cut > TEXT_LIMIT // 2 else TEXT_LIMIT] + "\n[...]"
+    cut = text.rfind("\n", 0, limit)
+    return text[: cut if cut > limit // 2 else limit] + "\n[...]"
 
 
 # The automatic mail to a requester's side that a distrusted ticket (ticket.distrust:
@@ -153,8 +162,10 @@ class _Sender:
         to_technician: bool,
         auto_submitted: str = "auto-generated",
         link: bool = False,
+        template: str | None = None,
     ) -> int:
         language = self.queue.language
+        template = template or kind
         message_id = new_message_id(self.ticket["id"], self.domain)
         values = {
             **context,
@@ -168,12 +179,12 @@ class _Sender:
             # stored holds only this marker, so no copy of the database opens the ticket.
             values["link"] = link_marker(message_id)
         try:
-            rendered = render(kind, language, values, self.settings.templates)
+            rendered = render(template, language, values, self.settings.templates)
         except Exception:  # noqa: BLE001 - a sysadmin's template must not defer mail forever
             if not self.settings.templates:
                 raise  # the built-in templates are tested: this is a bug, say so
-            log.exception("template %s/%s.txt failed; the built-in one is used", language, kind)
-            rendered = render(kind, language, values, None)
+            log.exception("template %s/%s.txt failed; the built-in one is used", language, template)
+            rendered = render(template, language, values, None)
         tag = f"[{self.settings.subject_tag} #{self.ticket['id']}]"
         from_addr = self.queue.address(self.domain)
         out = Outgoing(
@@ -214,6 +225,26 @@ class _Sender:
                 self.store, self.settings, self.queue, self.ticket["id"]
             )
             if email not in (besides, self.ticket["requester"])
+        ]
+
+    def team(self, *, besides: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """The ticket's technician and the rest of its group; never `besides` (the
+        writer, the one who took it) nor the requester."""
+        assignee = self.store.one(
+            "SELECT p.email, p.name, t.group_name FROM ticket t"
+            " LEFT JOIN person p ON p.id = t.assignee_id WHERE t.id = :id",
+            {"id": self.ticket["id"]},
+        )
+        assert assignee is not None
+        team = dict(
+            people.group_members(self.store, self.settings, assignee[2] or self.queue.group)
+        )
+        if assignee[0] is not None:
+            team = {assignee[0]: assignee[1] or team.get(assignee[0], ""), **team}
+        return [
+            (email, name)
+            for email, name in team.items()
+            if email not in (*besides, self.ticket["requester"])
         ]
 
     def to_requester(self, kind: str, context: dict[str, Any], *, link: bool = True) -> int:
@@ -294,26 +325,120 @@ def comment_added(
     *,
     mail_id: int | None,
 ) -> list[int]:
-    """Queue an internal comment's news to the ticket's other technicians, never to the
-    requester."""
+    """Queue an internal comment's news to the ticket's technician and the rest of its
+    group (a note is how one hands a ticket over: "Marie reprend"), never to its author
+    nor to the requester."""
     ticket = _ticket(store, ticket_id)
     article = _article(store, article_id)
     sender = _Sender(store, settings, queue, ticket, mail_id, None)
     return [
         sender.send("tech_comment", email, name, article, to_technician=True)
-        for email, name in sender.technicians(besides=article["author"])
+        for email, name in sender.team(besides=(article["author"],))
     ]
 
 
-def _latest_public_text(store: Store, ticket_id: int) -> str:
-    row = store.one(
-        "SELECT body_text, body_trimmed FROM article WHERE ticket_id = :id AND internal = :no"
-        " ORDER BY id DESC LIMIT 1",
-        {"id": ticket_id, "no": False},
+# What a handover mail ("Demande attribuée") carries of the thread: the request, then
+# the latest entries, each cut to ENTRY_LIMIT, all of them within TEXT_LIMIT; the
+# entries left out are counted in the mail. A ticket's whole story stays on the ticket.
+THREAD_ENTRIES = 30
+ENTRY_LIMIT = 4_000
+HISTORY_ROWS = 30
+
+
+def _when(settings: Settings, value: Any, language: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        zone: Any = ZoneInfo(settings.timezone)
+    except (ValueError, KeyError):  # the viewer refuses to start on it; a mail still goes
+        zone = UTC
+    local = as_datetime(value).astimezone(zone)
+    return local.strftime("%d/%m/%Y %H:%M" if language == "fr" else "%Y-%m-%d %H:%M")
+
+
+def _thread(
+    store: Store, settings: Settings, language: str, ticket: dict[str, Any]
+) -> tuple[list[dict[str, Any]], int]:
+    """The entries a handover mail shows, oldest first, and how many it leaves out.
+
+    Read bounded: at most THREAD_ENTRIES rows of at most ENTRY_LIMIT characters each,
+    whatever the ticket holds.
+    """
+    select = (
+        "SELECT a.id, p.email, p.name, a.internal, a.unverified, a.created_at,"
+        " substr(COALESCE(a.body_trimmed, a.body_text), 1, :limit) FROM article a"
+        " JOIN person p ON p.id = a.author_id WHERE a.ticket_id = :id"
     )
-    if row is None:
-        return ""
-    return _excerpt(row[1] if row[1] is not None else row[0])
+    params = {"id": ticket["id"], "limit": ENTRY_LIMIT + 1}
+    first = store.execute(select + " ORDER BY a.id LIMIT 1", params).fetchall()
+    latest = store.execute(
+        select + " ORDER BY a.id DESC LIMIT :n", {**params, "n": THREAD_ENTRIES - 1}
+    ).fetchall()
+    total = int(
+        store.scalar("SELECT COUNT(*) FROM article WHERE ticket_id = :id", {"id": ticket["id"]})
+    )
+    rows = {int(r[0]): r for r in [*first, *latest]}
+    request = min(rows, default=None)
+    entries: list[dict[str, Any]] = []
+    budget = TEXT_LIMIT
+    full = False
+    # The newest count most to whoever takes over, and the request itself is always
+    # shown: what is left out is one run of entries just after the request.
+    for article_id in sorted(rows, reverse=True):
+        row = rows[article_id]
+        text = _cut(row[6] or "", ENTRY_LIMIT)
+        full = full or (entries != [] and len(text) > budget)
+        if full and article_id != request:
+            continue
+        budget -= len(text)
+        entries.append(
+            {
+                "author": row[1],
+                "author_name": row[2] or "",
+                "requester": row[1] == ticket["requester"],
+                "internal": bool(row[3]),
+                "unverified": bool(row[4]),
+                "at": _when(settings, row[5], language),
+                "text": text,
+            }
+        )
+    entries.reverse()
+    return entries, total - len(entries)
+
+
+def _history(
+    store: Store, settings: Settings, language: str, ticket_id: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The latest HISTORY_ROWS events of a ticket, oldest first, and how many are older."""
+    rows = store.execute(
+        "SELECT at, actor, action, old_status, new_status, detail FROM ticket_history"
+        " WHERE ticket_id = :id ORDER BY id DESC LIMIT :n",
+        {"id": ticket_id, "n": HISTORY_ROWS},
+    ).fetchall()
+    total = int(
+        store.scalar("SELECT COUNT(*) FROM ticket_history WHERE ticket_id = :id", {"id": ticket_id})
+    )
+    events = [
+        {
+            "at": _when(settings, r[0], language),
+            "actor": r[1],
+            "action": r[2],
+            "old_status": r[3] or "",
+            "new_status": r[4] or "",
+            "detail": _cut(r[5] or "", 300),
+        }
+        for r in reversed(rows)
+    ]
+    return events, total - len(events)
+
+
+def _name_of(store: Store, person_id: int | None) -> str:
+    """How a person is named in a mail to technicians; helpdesk-pipe for nobody (the
+    scheduler, a sysadmin at the CLI)."""
+    if person_id is None:
+        return "helpdesk-pipe"
+    row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": person_id})
+    return str((row[1] or row[0]) if row else "?")
 
 
 def taken(
@@ -324,24 +449,126 @@ def taken(
     technician_id: int,
     *,
     by: int | None,
+    previous: int | None = None,
 ) -> list[int]:
-    """Tell the requester who took their request; tell the technician when someone else
-    gave it to them."""
+    """Tell the requester who took their request; hand the ticket over to the technician
+    when someone else gave it to them (its whole thread, notes included, and its
+    history); tell the rest of its group, and whoever had it before, who has it now
+    (take_announced)."""
     ticket = _ticket(store, ticket_id)
-    email, name = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
+    person = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
+    assert person is not None, f"technician #{technician_id} vanished inside the transaction"
+    email, name = person
     sender = _Sender(store, settings, queue, ticket, None, None)
     context = {"technician": email, "technician_name": name or ""}
     ids = [sender.to_requester("taken", context)]
+    by_name = _name_of(store, by)
     if by != technician_id:
-        by_name = "?"
-        if by is not None:
-            row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": by})
-            by_name = (row[1] or row[0]) if row else by_name
-        else:
-            by_name = "helpdesk-pipe"
-        values = {**context, "by_name": by_name, "text": _latest_public_text(store, ticket_id)}
-        ids.append(sender.send("assigned", email, name or "", values, to_technician=True))
+        entries, omitted = _thread(store, settings, queue.language, ticket)
+        events, events_omitted = _history(store, settings, queue.language, ticket_id)
+        notes = any(e["internal"] for e in entries)
+        values = {
+            **context,
+            "by_name": by_name,
+            "entries": entries,
+            "omitted": omitted,
+            "history": events,
+            "history_omitted": events_omitted,
+            "notes": notes,
+        }
+        ids.append(
+            sender.send(
+                # A reply quotes this mail: with notes in it, the reply stays a note too
+                # (helpdesk.ingest.thread.INTERNAL_NOTE_KINDS).
+                kinds.ASSIGNED_NOTES if notes else "assigned",
+                email,
+                name or "",
+                values,
+                to_technician=True,
+                template="assigned",
+            )
+        )
+    return ids + take_announced(
+        store, settings, queue, ticket_id, technician_id, by=by, previous=previous
+    )
+
+
+def take_announced(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    technician_id: int,
+    *,
+    by: int | None,
+    previous: int | None = None,
+) -> list[int]:
+    """Tell the rest of a ticket's group, and whoever had it before, who has it now (a
+    take, an assignment, or a technician's first answer, which takes it): nobody else
+    starts on it. The one who took it and the one who got it know already."""
+    ticket = _ticket(store, ticket_id)
+    sender = _Sender(store, settings, queue, ticket, None, None)
+    person = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
+    assert person is not None, f"technician #{technician_id} vanished inside the transaction"
+    email, name = str(person[0]), str(person[1] or "")
+    by_email = ""
+    if by is not None:
+        by_email = str(store.scalar("SELECT email FROM person WHERE id = :id", {"id": by}))
+    context = {
+        "technician": email,
+        "technician_name": name,
+        "by_name": _name_of(store, by),
+        "by_self": by == technician_id,
+    }
+    recipients = []
+    if previous is not None and previous != technician_id:
+        row = store.one("SELECT email, name FROM person WHERE id = :id", {"id": previous})
+        if row is not None:
+            recipients.append((str(row[0]), str(row[1] or "")))
+    recipients += sender.team(besides=(email, by_email))
+    told = {email, by_email, ticket["requester"]}
+    ids = []
+    for member_email, member_name in recipients:
+        if member_email in told:
+            continue
+        told.add(member_email)
+        ids.append(
+            sender.send(kinds.TECH_TAKEN, member_email, member_name, context, to_technician=True)
+        )
     return ids
+
+
+def colleague_answered(
+    store: Store,
+    settings: Settings,
+    queue: Queue,
+    ticket_id: int,
+    article_id: int,
+    *,
+    resolution: bool,
+    mail_id: int | None,
+) -> list[int]:
+    """Tell a ticket's technician that a colleague answered its requester (or resolved
+    it) in their place: what was said, so that nobody says it twice."""
+    ticket = _ticket(store, ticket_id)
+    article = _article(store, article_id)
+    row = store.one(
+        "SELECT p.email, p.name FROM ticket t JOIN person p ON p.id = t.assignee_id"
+        " WHERE t.id = :id",
+        {"id": ticket_id},
+    )
+    if row is None or row[0] in (article["author"], ticket["requester"]):
+        return []
+    sender = _Sender(store, settings, queue, ticket, mail_id, None)
+    return [
+        sender.send(
+            kinds.TECH_COLLEAGUE,
+            str(row[0]),
+            str(row[1] or ""),
+            {**article, "resolution": resolution},
+            to_technician=True,
+        )
+    ]
 
 
 def resolved(
