@@ -278,9 +278,7 @@ def test_notify_cc_max_is_an_option(db_url: str, tmp_path: Path) -> None:
     cc = ", ".join(f"p{n}@univ.example" for n in range(5))
     _deliver(path, make_mail(extra_headers=f"Cc: {cc}\r\n"))
     assert run_cli(path, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.").returncode == 0
-    rows = db_execute(
-        config_path := path, "SELECT to_addr FROM outbox_message WHERE kind = 'resolved'"
-    )
+    rows = db_execute(path, "SELECT to_addr FROM outbox_message WHERE kind = 'resolved'")
     assert sorted(r[0] for r in rows) == sorted([ALICE, "p0@univ.example", "p1@univ.example"])
 
 
