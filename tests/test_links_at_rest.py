@@ -128,6 +128,15 @@ def test_no_string_in_a_copy_of_the_database_opens_a_ticket(
         for t in LINK.findall(m.get_content())
     }
     assert len(bobs) == 2
+    owners = dict(
+        db_execute(
+            config,
+            "SELECT a.token_sha256, p.email FROM access_token a JOIN person p"
+            " ON p.id = a.person_id",
+        )
+    )
+    assert {owners[hashlib.sha256(t.encode()).hexdigest()] for t in bobs} == {BOB}
+    assert {owners[hashlib.sha256(t.encode()).hexdigest()] for t in links - bobs} == {ALICE}
     from webview import create_app
 
     client = create_app(settings=load_settings(config)).test_client()
