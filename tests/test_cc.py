@@ -299,3 +299,47 @@ def test_machine_mail_with_cc_adds_no_participant(
     assert cli_json(smtp_config, "ticket", "show", "1")["participants"] == [
         {"email": ALICE, "name": "Alice Martin", "role": "requester"}
     ]
+
+
+def test_cc_recipients_decides_in_process(db_url: str, tmp_path: Path) -> None:
+    """Who of the participants is mailed, and why not, for each rule of cc_recipients."""
+    from dataclasses import replace
+
+    from helpdesk import workflow
+    from helpdesk.notify.notices import cc_recipients
+    from helpdesk.store import Store
+
+    path = write_config(tmp_path, db_url)
+    assert run_cli(path, "init").returncode == 0
+    settings = replace(load_settings(path), notify_cc_domains=("univ.example",), notify_cc_max=2)
+    with Store(settings.database_url) as store, store.transaction():
+        alice = workflow.ensure_person(store, ALICE)
+        ticket = store.scalar(
+            "INSERT INTO ticket (queue, subject, status, requester_id, created_at, updated_at)"
+            " VALUES ('dsi', 's', 'new', :a, :now, :now) RETURNING id",
+            {"a": alice, "now": "2026-12-07 10:00:00+00:00"},
+        )
+        # Rows no door writes (the alias, the requester) are refused all the same.
+        for address in (
+            "dsi.support+x@univ.example",
+            ALICE,
+            "marie.tech@univ.example",
+            "mailer-daemon@univ.example",
+            "carol@univ-example.org",
+            "bob@univ.example",
+            "dan@labo.univ.example",
+            "erin@univ.example",
+        ):
+            workflow.add_participant(store, ticket, workflow.ensure_person(store, address))
+        mailed, skipped = cc_recipients(store, settings, ticket)
+        assert mailed == [("bob@univ.example", ""), ("dan@labo.univ.example", "")]
+        assert skipped == {
+            "dsi.support+x@univ.example": "an address of this helpdesk",
+            ALICE: "mailed already, once",
+            "marie.tech@univ.example": "a technician: mailed as one",
+            "mailer-daemon@univ.example": "a no-reply address",
+            "carol@univ-example.org": "domain not in [tickets] notify_cc_domains",
+            "erin@univ.example": "over [tickets] notify_cc_max (2)",
+        }
+        off = replace(settings, notify_cc=False)
+        assert cc_recipients(store, off, ticket)[0] == []
