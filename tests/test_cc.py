@@ -266,7 +266,7 @@ def test_a_hundred_cc_are_not_a_hundred_mails(config: Path) -> None:
     why = {p["email"]: p.get("not_mailed_why") for p in shown[1:]}
     assert ALICE not in why  # never a participant of her own ticket
     assert "dsi.support@univ.example" not in why  # nor our alias
-    assert why["marie.tech@univ.example"] == "a technician: mailed as one"
+    assert why["marie.tech@univ.example"] == "a technician: technicians get their own notices"
     assert why["no-reply@univ.example"] == "a no-reply address"
     assert why[copied[10]] == "over [tickets] notify_cc_max (10)"
     assert sum(p["mailed"] for p in shown[1:]) == 10
@@ -336,7 +336,7 @@ def test_cc_recipients_decides_in_process(db_url: str, tmp_path: Path) -> None:
         assert skipped == {
             "dsi.support+x@univ.example": "an address of this helpdesk",
             ALICE: "mailed already, once",
-            "marie.tech@univ.example": "a technician: mailed as one",
+            "marie.tech@univ.example": "a technician: technicians get their own notices",
             "mailer-daemon@univ.example": "a no-reply address",
             "carol@univ-example.org": "domain not in [tickets] notify_cc_domains",
             "erin@univ.example": "over [tickets] notify_cc_max (2)",

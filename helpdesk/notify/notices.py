@@ -419,7 +419,7 @@ def cc_recipients(
         elif settings.queue_for(email) is not None:
             why = "an address of this helpdesk"
         elif people.is_technician(store, settings, email):
-            why = "a technician: mailed as one"
+            why = "a technician: technicians get their own notices"
         elif outbox.takes_no_mail(email):
             why = "a no-reply address"
         elif domains and not any(domain == d or domain.endswith("." + d) for d in domains):
