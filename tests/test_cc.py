@@ -343,3 +343,22 @@ def test_cc_recipients_decides_in_process(db_url: str, tmp_path: Path) -> None:
         }
         off = replace(settings, notify_cc=False)
         assert cc_recipients(store, off, ticket)[0] == []
+
+
+def test_a_participant_closing_the_resolved_ticket_tells_the_requester(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    _open_with_cc(smtp_config, smtp_catcher, BOB)
+    assert (
+        run_cli(smtp_config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.").returncode == 0
+    )
+    bob_token = _token(_by_recipient(smtp_catcher.wait_for(2))[BOB])
+    smtp_catcher.clear()
+    client = _client(smtp_config)
+    form = client.get(f"/t/{bob_token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    assert client.post(f"/t/{bob_token}/close", data={"csrf_token": csrf}).status_code == 303
+    [closed] = smtp_catcher.wait_for(1)
+    assert closed.recipients == [ALICE]
+    [entry] = [h for h in cli_json(smtp_config, "ticket", "history", "1") if h["action"] == "close"]
+    assert (entry["actor"], entry["door"]) == (BOB, "web")
