@@ -311,7 +311,21 @@ def ticket_show(obj: Context, ticket_id: int, as_json: bool) -> None:
             }
             for a in t.articles
         ]
+    if len(data["participants"]) > 1:
+        _cc_mailed(obj, ticket_id, data["participants"])
     _emit(data, as_json, _ticket_text)
+
+
+def _cc_mailed(obj: Context, ticket_id: int, participants: list[dict[str, Any]]) -> None:
+    """Say of each Cc participant whether the ticket's answers are mailed to them, and
+    if not, why: the technicians see who reads what they write."""
+    from helpdesk.notify.notices import cc_recipients
+
+    with _store(obj) as store:  # reads only: no transaction, no write lock on SQLite
+        mailed, skipped = cc_recipients(store, obj.settings, ticket_id)
+    for p in participants[1:]:
+        p["mailed"] = p["email"] in dict(mailed)
+        p["not_mailed_why"] = skipped.get(p["email"])
 
 
 def _ticket_text(data: dict[str, Any]) -> str:
@@ -324,9 +338,16 @@ def _ticket_text(data: dict[str, Any]) -> str:
         out.append(f"Continues closed ticket #{data['previous_id']}")
     if data["distrust"]:
         out.append(f"No automatic mail to the requester: {data['distrust']}")
-    others = [p["email"] for p in data["participants"] if p["role"] != "requester"]
+    others = [p for p in data["participants"] if p["role"] != "requester"]
     if others:
-        out.append(f"Participants: {', '.join(others)}")
+        mailed = [p["email"] for p in others if p.get("mailed")]
+        out.append(f"Participants: {', '.join(p['email'] for p in others)}")
+        out.append(f"Answers also mailed to (Cc): {', '.join(mailed) or 'nobody'}")
+        out += [
+            f"  not mailed: {p['email']} ({p['not_mailed_why']})"
+            for p in others
+            if not p.get("mailed")
+        ]
     for a in data["articles"]:
         internal = ", internal" if a["internal"] else ""
         if a["unverified"]:

@@ -34,6 +34,9 @@ __all__ = [
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 DEFAULT_PARSE_BUDGET_S = 60.0
+# How many of a ticket's Cc participants its answers and resolution are mailed to: a
+# request copied to a hundred addresses must not carry a technician's answer to them all.
+DEFAULT_NOTIFY_CC_MAX = 10
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _MAKE_KEY = (
     "use at least 16 characters, made with: "
@@ -201,6 +204,10 @@ class Settings:
     autoclose_days: int = 15
     # A requester's reply that only says thank you leaves a resolved ticket resolved.
     reopen_on_thanks: bool = False
+    # [tickets]: who of the people copied on a request hears of its answers.
+    notify_cc: bool = True
+    notify_cc_domains: tuple[str, ...] = ()  # empty: any domain
+    notify_cc_max: int = DEFAULT_NOTIFY_CC_MAX
     schedule: Schedule = field(default_factory=Schedule)
     ingestd: Ingestd = field(default_factory=Ingestd)
     # [directory.ldap] as written: helpdesk.directory_ldap checks it when used.
@@ -352,6 +359,20 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             f"{config_path}: [mail] subject_tag: use 1-30 letters, digits, '.', '_', '-'"
         )
     templates = _string(mail, "templates", "mail", config_path)
+    cc = _table(data, "tickets", config_path)
+    notify_cc = cc.get("notify_cc", True)
+    if not isinstance(notify_cc, bool):
+        raise ConfigError(f"{config_path}: [tickets] notify_cc must be true or false")
+    cc_domains = cc.get("notify_cc_domains", [])
+    if isinstance(cc_domains, str):
+        cc_domains = [cc_domains]
+    if not isinstance(cc_domains, list) or not all(
+        isinstance(d, str) and d.strip().lstrip("@") for d in cc_domains
+    ):
+        raise ConfigError(
+            f"{config_path}: [tickets] notify_cc_domains must be a list of domains, as in"
+            ' ["univ.example"]'
+        )
     if templates and not os.path.isabs(templates):
         templates = str(base / templates)
     return Settings(
@@ -383,6 +404,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         reopen_on_thanks=_flag(
             _table(data, "tickets", config_path), "reopen_on_thanks", False, "tickets", config_path
         ),
+        notify_cc=notify_cc,
+        notify_cc_domains=tuple(d.strip().lstrip("@").lower() for d in cc_domains),
+        notify_cc_max=_whole(cc, "notify_cc_max", DEFAULT_NOTIFY_CC_MAX, "tickets", config_path),
         schedule=_schedule(_table(data, "scheduler", config_path), config_path),
         ingestd=_ingestd(_table(data, "ingestd", config_path), config_path),
         ldap=_table(_table(data, "directory", config_path), "ldap", config_path),

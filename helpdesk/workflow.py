@@ -42,6 +42,7 @@ __all__ = [
     "hold_unverified",
     "confirm_unverified",
     "add_participant",
+    "add_participants",
     "record_message_id",
     "take",
     "comment",
@@ -259,13 +260,46 @@ def record_message_id(store: Store, ticket_id: int, message_id: str | None) -> N
     )
 
 
-def add_participant(store: Store, ticket_id: int, person_id: int, role: str = "cc") -> None:
-    """Let someone besides the requester take part in a ticket (Cc'd on the original)."""
-    store.execute(
-        "INSERT INTO participant (ticket_id, person_id, role) VALUES (:ticket, :person, :role)"
-        " ON CONFLICT DO NOTHING",
-        {"ticket": ticket_id, "person": person_id, "role": role},
+def add_participant(store: Store, ticket_id: int, person_id: int, role: str = "cc") -> bool:
+    """Let someone besides the requester take part in a ticket (Cc'd on the original);
+    False when they already did."""
+    return (
+        store.execute(
+            "INSERT INTO participant (ticket_id, person_id, role)"
+            " VALUES (:ticket, :person, :role) ON CONFLICT DO NOTHING",
+            {"ticket": ticket_id, "person": person_id, "role": role},
+        ).rowcount
+        == 1
     )
+
+
+def add_participants(
+    store: Store,
+    settings: Settings,
+    ticket_id: int,
+    copied: Sequence[tuple[str, str]],
+    actor: Actor,
+) -> list[str]:
+    """Let the (address, name) people a requester-side follow-up copied take part in the
+    ticket, as the Cc of its first mail do; return the addresses new to it.
+
+    Our own addresses and the requester are not participants; whether the others are
+    mailed is decided when there is something to send (notices.cc_recipients). Only
+    mail a person wrote, accepted as theirs, comes here: machine mail, spam and held
+    entries add nobody.
+    """
+    state = _lock(store, ticket_id)
+    added = []
+    for address, name in copied:
+        address = address.strip().lower()
+        if not address or settings.queue_for(address) is not None:
+            continue
+        person_id = ensure_person(store, address, name)
+        if person_id != state["requester_id"] and add_participant(store, ticket_id, person_id):
+            added.append(address[:320])
+    if added:
+        record_history(store, ticket_id, actor, "cc", detail="copied: " + ", ".join(added))
+    return added
 
 
 def open_ticket(

@@ -54,3 +54,33 @@ def test_the_parse_budget_is_read_from_mail_and_checked(tmp_path: Path) -> None:
         config.write_text(f'[database]\nurl = "sqlite:///h.db"\n[mail]\nparse_budget_s = {bad}\n')
         with pytest.raises(ConfigError, match=r"\[mail\] parse_budget_s must be a number"):
             load_settings(config)
+
+
+def test_cc_options_are_read_from_tickets_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "helpdesk.toml"
+    config.write_text('[database]\nurl = "sqlite:///h.db"\n')
+    settings = load_settings(config)
+    assert (settings.notify_cc, settings.notify_cc_domains, settings.notify_cc_max) == (
+        True,
+        (),
+        10,
+    )
+    config.write_text(
+        '[database]\nurl = "sqlite:///h.db"\n[tickets]\nnotify_cc = false\n'
+        'notify_cc_domains = ["Univ.Example", "@labo.example"]\nnotify_cc_max = 3\n'
+    )
+    settings = load_settings(config)
+    assert (settings.notify_cc, settings.notify_cc_domains, settings.notify_cc_max) == (
+        False,
+        ("univ.example", "labo.example"),
+        3,
+    )
+    for bad, message in (
+        ('notify_cc = "yes"', "notify_cc must be true or false"),
+        ("notify_cc_domains = [1]", "notify_cc_domains must be a list of domains"),
+        ('notify_cc_domains = [""]', "notify_cc_domains must be a list of domains"),
+        ("notify_cc_max = -1", "notify_cc_max must be a whole number"),
+    ):
+        config.write_text(f'[database]\nurl = "sqlite:///h.db"\n[tickets]\n{bad}\n')
+        with pytest.raises(ConfigError, match=message):
+            load_settings(config)

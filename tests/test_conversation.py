@@ -273,7 +273,7 @@ def test_cc_participant_may_follow_up_and_shows_in_participants(
     shown = _ticket(smtp_config, 1)
     assert shown["participants"] == [
         {"email": ALICE, "name": "Alice Martin", "role": "requester"},
-        {"email": bob, "name": "Bob Durand", "role": "cc"},
+        {"email": bob, "name": "Bob Durand", "role": "cc", "mailed": True, "not_mailed_why": None},
     ]
     # Bob answers the mail he was copied on: its Message-ID is the ticket's.
     answer = make_mail(

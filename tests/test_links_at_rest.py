@@ -29,6 +29,7 @@ from helpdesk.notify.compose import compose
 from helpdesk.notify.compose import link_marker
 
 ALICE = "alice@univ.example"
+BOB = "bob@univ.example"
 JEAN = "jean.tech@univ.example"
 TOKEN = re.compile(rb"[A-Za-z0-9_-]{43,}")
 LINK = re.compile(r"https://helpdesk\.univ\.example/t/([A-Za-z0-9_-]{43})")
@@ -98,7 +99,11 @@ def _openers(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, set[str]]:
 def test_no_string_in_a_copy_of_the_database_opens_a_ticket(
     config: Path, db_url: str, tmp_path: Path
 ) -> None:
-    _deliver(config, make_mail(message_id="<first@univ.example>"))
+    # Bob is copied: his answers and resolution carry links of his own.
+    _deliver(
+        config,
+        make_mail(message_id="<first@univ.example>", extra_headers=f"Cc: Bob <{BOB}>\r\n"),
+    )
     assert run_cli(config, "ticket", "take", "1", "--as", JEAN).returncode == 0
     assert run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Je passe.").returncode == 0
     sent = _sent(config)
@@ -113,7 +118,25 @@ def test_no_string_in_a_copy_of_the_database_opens_a_ticket(
     _deliver(config, reply)
     assert run_cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.").returncode == 0
     links = {t for m in _sent(config) for t in LINK.findall(m.get_content())}
-    assert len(links) == 4  # acknowledgement, taken, follow-up, resolved: each its own
+    # Alice's acknowledgement, taken, follow-up, resolved; Bob's follow-up and resolved:
+    # each its own.
+    assert len(links) == 6
+    bobs = {
+        t
+        for m in _sent(config)
+        if m["To"].addresses[0].addr_spec == BOB
+        for t in LINK.findall(m.get_content())
+    }
+    assert len(bobs) == 2
+    owners = dict(
+        db_execute(
+            config,
+            "SELECT a.token_sha256, p.email FROM access_token a JOIN person p"
+            " ON p.id = a.person_id",
+        )
+    )
+    assert {owners[hashlib.sha256(t.encode()).hexdigest()] for t in bobs} == {BOB}
+    assert {owners[hashlib.sha256(t.encode()).hexdigest()] for t in links - bobs} == {ALICE}
     from webview import create_app
 
     client = create_app(settings=load_settings(config)).test_client()

@@ -48,7 +48,8 @@ class Entry:
     id: int
     author_email: str
     author_name: str
-    by_requester: bool
+    # Written by whoever reads the page (the requester, or a Cc participant by their link).
+    by_reader: bool
     source: str
     created_at: Any
     text: str
@@ -74,6 +75,8 @@ class TicketView:
     updated_at: Any
     requester_id: int
     assignee_name: str | None
+    # The person whose private link opened the page; the requester when not set.
+    reader_id: int | None = None
     entries: list[Entry] = field(default_factory=list)
 
 
@@ -106,6 +109,7 @@ def load_entries(store: Store, view: TicketView) -> None:
     a mail; the whole text is a download (load_text).
     """
     ticket_id = view.id
+    reader = view.reader_id if view.reader_id is not None else view.requester_id
     entries: dict[int, Entry] = {}
     for a in store.execute(
         "SELECT a.id, p.email, p.name, a.author_id, a.source, a.created_at,"
@@ -121,7 +125,7 @@ def load_entries(store: Store, view: TicketView) -> None:
             id=a[0],
             author_email=a[1],
             author_name=a[2] or "",
-            by_requester=a[3] == view.requester_id,
+            by_reader=a[3] == reader,
             source=a[4],
             created_at=a[5],
             text=a[6] or "",

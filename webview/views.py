@@ -99,6 +99,7 @@ def _page(
     ticket = load_header(store(), access.ticket_id)
     if ticket is None:
         abort(404)
+    ticket.reader_id = access.person_id  # the page is cached per token: per reader too
     queue = settings.queues.get(ticket.queue)
     if not accept:
         g.language = queue.language if queue else "en"
@@ -320,7 +321,7 @@ def _locked(db: Store, ticket_id: int) -> _Locked:
 
 
 def _actor(db: Store, access: Access) -> workflow.Actor:
-    """The token's holder (the requester), as the history names them."""
+    """The token's holder (the requester, or a Cc participant), as the history names them."""
     email = db.scalar("SELECT email FROM person WHERE id = :id", {"id": access.person_id})
     return workflow.Actor(access.person_id, str(email), "web")
 

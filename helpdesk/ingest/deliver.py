@@ -620,6 +620,13 @@ def _followup(
         workflow.tell_unsent(store, settings, queue, ticket_id, author, mail_id)
     who = "technician" if writer.technician else "requester side"
     reason = f"follow-up ({who}) by {match.via}: {writer.why}"
+    if not writer.technician:
+        # Whom the requester's side copies now hears of the answers, as the first Cc do.
+        copied = [(a, n) for n, a in mail.to + mail.cc if a != mail.author]
+        actor = workflow.Actor(author, mail.author, "mail")
+        added = workflow.add_participants(store, settings, ticket_id, copied, actor)
+        if added:
+            reason += f"; copied {len(added)} new participant(s)"
     if status == "resolved" and not writer.technician:
         now = store.scalar("SELECT status FROM ticket WHERE id = :id", {"id": ticket_id})
         reason += "; reopened" if now != "resolved" else "; only thanks: not reopened"

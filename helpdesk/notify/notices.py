@@ -37,6 +37,7 @@ __all__ = [
     "reopened",
     "confirmation_asked",
     "answers_not_sent",
+    "cc_recipients",
     "REPLY_MARKERS",
 ]
 
@@ -168,6 +169,7 @@ class _Sender:
         template = template or kind
         message_id = new_message_id(self.ticket["id"], self.domain)
         values = {
+            "copied": False,  # True in what a Cc participant gets: "the request you are copied on"
             **context,
             "ticket": self.ticket,
             "recipient_name": to_name,
@@ -247,6 +249,17 @@ class _Sender:
             if email not in (*besides, self.ticket["requester"])
         ]
 
+    def to_participants(self, kind: str, context: dict[str, Any]) -> list[int]:
+        """Queue a requester's mail to the ticket's Cc participants too, each with a private
+        link of their own (made at send time for the mail's recipient, notify/outbox.py)."""
+        mailed, _skipped = cc_recipients(self.store, self.settings, self.ticket["id"])
+        return [
+            self.send(
+                kind, email, name, {**context, "copied": True}, to_technician=False, link=True
+            )
+            for email, name in mailed
+        ]
+
     def to_requester(self, kind: str, context: dict[str, Any], *, link: bool = True) -> int:
         return self.send(
             kind,
@@ -309,7 +322,10 @@ def followup_added(
     article = _article(store, article_id)
     sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
     if by_technician:
-        return [sender.to_requester("followup", article)]
+        return [
+            sender.to_requester("followup", article),
+            *sender.to_participants("followup", article),
+        ]
     return [
         sender.send("tech_followup", email, name, article, to_technician=True)
         for email, name in sender.technicians(besides=article["author"])
@@ -586,7 +602,8 @@ def resolved(
     ticket = _ticket(store, ticket_id)
     article = _article(store, article_id)
     sender = _Sender(store, settings, queue, ticket, mail_id, incoming_message_id)
-    return [sender.to_requester("resolved", {**article, "days": settings.autoclose_days})]
+    context = {**article, "days": settings.autoclose_days}
+    return [sender.to_requester("resolved", context), *sender.to_participants("resolved", context)]
 
 
 def closed(store: Store, settings: Settings, queue: Queue, ticket_id: int) -> list[int]:
@@ -620,6 +637,57 @@ def reopened(
         sender.send("reopened", email, name, {**article, "by": by}, to_technician=True)
         for email, name in sender.technicians(besides=by)
     ]
+
+
+def cc_recipients(
+    store: Store, settings: Settings, ticket_id: int
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The (email, name) of the Cc participants a ticket's answers and resolution go to,
+    first copied first, and why each other participant gets nothing.
+
+    Whoever copied them chose the list, and a technician's answer goes to it in our
+    name: [tickets] notify_cc, notify_cc_domains and notify_cc_max bound it, and our own
+    addresses, the technicians (they have their own notices), addresses that take no
+    mail, the requester (mailed once, as such) and anyone copied on a distrusted ticket
+    (a forged From, a spam: its author chose the list) are never on it.
+    """
+    requester, distrust = store.one(
+        "SELECT p.email, t.distrust FROM ticket t JOIN person p ON p.id = t.requester_id"
+        " WHERE t.id = :id",
+        {"id": ticket_id},
+    )
+    rows = store.execute(
+        "SELECT p.email, p.name FROM participant pa JOIN person p ON p.id = pa.person_id"
+        " WHERE pa.ticket_id = :id ORDER BY p.id",
+        {"id": ticket_id},
+    ).fetchall()
+    domains = settings.notify_cc_domains
+    mailed: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}
+    for email, name in rows:
+        domain = email.rpartition("@")[2]
+        if not settings.notify_cc:
+            why = "[tickets] notify_cc is false"
+        elif distrust:
+            # Whoever wrote a forged From or a spam chose this list too.
+            why = f"the ticket is distrusted ({distrust})"
+        elif email == requester or email in dict(mailed):
+            why = "mailed already, once"
+        elif settings.queue_for(email) is not None:
+            why = "an address of this helpdesk"
+        elif people.is_technician(store, settings, email):
+            why = "a technician: technicians get their own notices"
+        elif outbox.takes_no_mail(email):
+            why = "a no-reply address"
+        elif domains and not any(domain == d or domain.endswith("." + d) for d in domains):
+            why = "domain not in [tickets] notify_cc_domains"
+        elif len(mailed) >= settings.notify_cc_max:
+            why = f"over [tickets] notify_cc_max ({settings.notify_cc_max})"
+        else:
+            mailed.append((email, name or ""))
+            continue
+        skipped[email] = why
+    return mailed, skipped
 
 
 # What a confirmation request quotes of the words it asks about: enough to recognise

@@ -35,6 +35,7 @@ __all__ = [
     "flush",
     "last_id",
     "not_sent",
+    "takes_no_mail",
     "BACKOFF",
     "MAX_TRIES",
 ]
@@ -54,6 +55,11 @@ _NO_REPLY = re.compile(
     r"^(?:no-?reply|do-?not-?reply|mailer-daemon|postmaster)(?:[+.-][^@]*)?@|@invalid$",
     re.IGNORECASE,
 )
+
+
+def takes_no_mail(address: str) -> bool:
+    """Tell whether an address is one that never reads what it gets (no-reply...)."""
+    return _NO_REPLY.match(address) is not None
 
 
 def enqueue(
@@ -229,28 +235,35 @@ def _claim(
         assert row is not None
         data = bytes(row[2])
         if row[5] is not None:
-            data = _with_private_link(store, settings, int(row[5]), str(row[4]), data)
+            data = _with_private_link(store, settings, int(row[5]), str(row[4]), str(row[1]), data)
     return str(row[0]), str(row[1]), data, int(row[3])
 
 
 def _with_private_link(
-    store: Store, settings: Settings, ticket_id: int, message_id: str, data: bytes
+    store: Store, settings: Settings, ticket_id: int, message_id: str, to_addr: str, data: bytes
 ) -> bytes:
     """The message as it goes out: its link marker replaced by a fresh private link.
 
     The token is made here, in the claim's transaction, and only its hash is stored:
     neither the stored message nor anything else in the database opens the ticket.
     A second try (after a temporary failure) makes another one; the unsent ones open
-    nothing anyone knows.
+    nothing anyone knows. The link is its recipient's own: the requester's, or a Cc
+    participant's (tokens are per person); an address that is neither gets the site's
+    address instead, never someone else's key.
     """
     from helpdesk import tokens
 
     def fresh_link() -> str:
-        requester = store.scalar(
-            "SELECT requester_id FROM ticket WHERE id = :id", {"id": ticket_id}
+        person = store.scalar(
+            "SELECT p.id FROM person p WHERE p.email = :to AND (p.id = (SELECT requester_id"
+            " FROM ticket WHERE id = :ticket) OR p.id IN (SELECT person_id FROM participant"
+            " WHERE ticket_id = :ticket))",
+            {"to": to_addr, "ticket": ticket_id},
         )
-        token = tokens.new_token(store, ticket_id, int(requester))
-        return tokens.link(settings.base_url, token)
+        if person is None:
+            log.warning("outbox %s: %s takes no part in ticket #%s", message_id, to_addr, ticket_id)
+            return settings.base_url
+        return tokens.link(settings.base_url, tokens.new_token(store, ticket_id, int(person)))
 
     return with_link(data, link_marker(message_id), fresh_link) or data
 
