@@ -213,6 +213,30 @@ def test_schema_missing_defers_with_hint(db_url: str, tmp_path: Path) -> None:
     assert "helpdesk-pipe init" in _one_line_no_traceback(result.stderr)
 
 
+@pytest.mark.parametrize("where", ["missing directory", "missing file"])
+def test_a_missing_sqlite_database_is_a_75_saying_run_init_and_nothing_is_made(
+    tmp_path: Path, where: str
+) -> None:
+    """Only `init` makes the database: a mistyped path must not gain an empty one."""
+    database = (
+        tmp_path / "typo" / "helpdesk.db" if where == "missing directory" else tmp_path / "h.db"
+    )
+    config = write_config(tmp_path, f"sqlite:///{database}")
+    result = run_pipe(config, make_mail())
+    assert result.returncode == 75, result.stderr
+    line = _one_line_no_traceback(result.stderr)
+    assert f"SQLite database {database} does not exist" in line, line
+    assert line.endswith("(run `helpdesk-pipe init`)"), line
+    # The commands that read (through SQLAlchemy) do not make it either.
+    listed = run_cli(config, "ticket", "list")
+    assert listed.returncode != 0 and "run `helpdesk-pipe init`" in listed.stderr
+    if where == "missing directory":
+        assert not database.parent.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(database.name)]
+    assert run_cli(config, "init").returncode == 0
+    assert run_pipe(config, make_mail()).returncode == 0
+
+
 def test_database_unreachable_then_back(db_url: str, tmp_path: Path) -> None:
     good = write_config(tmp_path, db_url)
     assert run_cli(good, "init").returncode == 0
