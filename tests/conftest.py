@@ -107,6 +107,24 @@ def pipe_command() -> list[str]:
     return [str(ROOT / "bin" / "helpdesk-pipe")]
 
 
+@pytest.fixture(scope="session")
+def pipe_for_others() -> Iterator[list[str]]:
+    """`helpdesk-pipe` as another user (nobody) can run it, wherever this clone sits.
+
+    A world-readable copy under /var/tmp (tests/other_user.py); the user's own
+    directories keep their modes.
+    """
+    import tempfile
+
+    from other_user import stage
+
+    base = Path(tempfile.mkdtemp(prefix="helpdesk-staged-", dir="/var/tmp"))
+    try:
+        yield [str(stage(base) / "helpdesk-pipe")]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _pg_schema_url(schema: str) -> str:
     sep = "&" if "?" in PG_ADMIN_URL else "?"
     return f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"

@@ -608,7 +608,9 @@ def test_a_file_at_the_socket_path_is_never_replaced(setup: tuple[Path, str]) ->
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the pipe as nobody")
-def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Service) -> None:
+def test_only_the_helpdesk_group_is_served(
+    setup: tuple[Path, str], service: Service, pipe_for_others: list[str]
+) -> None:
     """Even a socket opened to all (a sysadmin's chmod) serves only our user and group."""
     config, sock = setup
     os.chmod(sock, 0o666)
@@ -618,8 +620,8 @@ def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Ser
     readable.chmod(0o644)
     result = subprocess.run(
         ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-         *pipe_command(), "--config", str(readable), "deliver", "--queue", "dsi"],
-        input=make_mail(), capture_output=True, env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+         *pipe_for_others, "--config", str(readable), "deliver", "--queue", "dsi"],
+        input=make_mail(), capture_output=True, env={"PATH": "/usr/bin:/bin", "LANG": "C"}, cwd="/",
     )  # fmt: skip
     assert "refused a connection from a process outside the helpdesk group" in service.log()
     assert service.handled() == []
