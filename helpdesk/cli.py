@@ -1258,8 +1258,8 @@ def aliases(obj: Context) -> None:
     "alias_files",
     multiple=True,
     metavar="FILE",
-    help="An alias file to check (repeatable; default: /etc/aliases and "
-    "/etc/postfix/helpdesk-aliases).",
+    help="An alias file to check (repeatable; default: /etc/helpdesk/postfix/aliases, "
+    "/etc/helpdesk/aliases, /etc/aliases and /etc/postfix/helpdesk-aliases).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx
