@@ -598,6 +598,26 @@ def test_closed_stdin_defers_without_a_traceback(setup: tuple[Path, str]) -> Non
     assert _count(config, "SELECT count(*) FROM mail_record") == 0
 
 
+def test_a_missing_database_is_a_75_through_ingestd_and_nothing_is_made(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """ingestd, like the pipe, never creates the database: only init does."""
+    database = tmp_path / "typo" / "helpdesk.db"
+    sock = short_dir / "ingestd.sock"
+    config = write_config(
+        tmp_path, f"sqlite:///{database}", extra=f'[ingestd]\nsocket = "{sock}"\n'
+    )
+    svc = Service(config, str(sock), "--workers", "1")
+    try:
+        result = run_pipe(config, make_mail())
+    finally:
+        assert svc.stop() == 0, svc.log()
+    assert result.returncode == 75, result.stderr
+    assert b"does not exist" in result.stderr and b"run `helpdesk-pipe init`" in result.stderr
+    assert "exit 75" in svc.log()  # the service's worker answered, not a fallback
+    assert not database.parent.exists()
+
+
 def test_a_file_at_the_socket_path_is_never_replaced(setup: tuple[Path, str]) -> None:
     config, sock = setup
     Path(sock).write_text("precious")
