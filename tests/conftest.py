@@ -66,7 +66,7 @@ def _corpus_missing() -> str | None:
 _corpus_failed_in: list[str] = []  # the test that failed the run on a missing corpus (CI)
 
 
-def need_corpus(path: str = "") -> Path:
+def need_corpus(path: str = "", test: str = "") -> Path:
     """The corpus file or folder at `path`; skip the calling test when there is no corpus.
 
     Under CI=true a missing corpus fails the first test that asks, and skips the others
@@ -75,7 +75,8 @@ def need_corpus(path: str = "") -> Path:
     missing = _corpus_missing()
     if missing is not None:
         if IN_CI and not _corpus_failed_in:
-            _corpus_failed_in.append(os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0])
+            current = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+            _corpus_failed_in.append(test or current)
             pytest.fail(f"{missing} (CI=true: the corpus is required)", pytrace=False)
         if IN_CI:
             pytest.skip(f"{missing} (the run failed on it in {_corpus_failed_in[0]})")
@@ -88,7 +89,7 @@ def need_corpus(path: str = "") -> Path:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `corpus` read it throughout: check before their fixtures run."""
     if item.get_closest_marker("corpus") is not None:
-        need_corpus()
+        need_corpus(test=item.nodeid)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
