@@ -42,15 +42,14 @@ def current_revision(settings: Settings) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(settings: Settings) -> tuple[str | None, str | None]:
-    """Bring the database to the newest revision; return (before, after). Idempotent.
-
-    The only code that creates an SQLite database (and its directory).
+def upgrade(settings: Settings, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the database to the newest revision (or `revision`); return (before, after).
+    Idempotent. The only code that creates an SQLite database (and its directory).
     """
     prepare_sqlite_path(settings.database_url)
     before = current_revision(settings)
     cfg = _config()
     with engine_for(settings).begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
     return before, current_revision(settings)
