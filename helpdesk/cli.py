@@ -1343,6 +1343,18 @@ def _installed_command() -> str:
     return str(Path(found).absolute()) if found else str(Path(sys.argv[0]).absolute())
 
 
+# How each MTA takes in a new alias file (README, "Deploy with Postfix" / "Deploy with Exim").
+# Never `newaliases`: it compiles as root, and Postfix runs a map's pipes as the owner of the
+# compiled map, so every pipe would run as nobody, which cannot open the database.
+ALIASES_HEADER = (
+    "# helpdesk-pipe queues; the MTA runs these with PATH=/usr/bin:/bin. After each change:",
+    "#   Postfix (a map of its own, owned by helpdesk):",
+    "#     sudo runuser -u helpdesk -- postalias /etc/helpdesk/postfix/aliases",
+    "#     (not newaliases: as root the pipes would run as nobody)",
+    "#   Exim (router helpdesk_aliases): nothing, it reads /etc/helpdesk/aliases at each delivery",
+)
+
+
 @cli.command()
 @pass_ctx
 def aliases(obj: Context) -> None:
@@ -1359,9 +1371,7 @@ def aliases(obj: Context) -> None:
             local = address.rpartition("@")[0] or address
             pipe = f'"|{command}{config} deliver --queue {queue.name}"'
             lines.append(f"{local + ':':<24}{pipe}")
-    click.echo(
-        "# helpdesk-pipe queues (then `newaliases`; the MTA runs these with PATH=/usr/bin:/bin)"
-    )
+    click.echo("\n".join(ALIASES_HEADER))
     click.echo("\n".join(lines))
 
 
@@ -1377,8 +1387,8 @@ def aliases(obj: Context) -> None:
     "alias_files",
     multiple=True,
     metavar="FILE",
-    help="An alias file to check (repeatable; default: /etc/aliases and "
-    "/etc/postfix/helpdesk-aliases).",
+    help="An alias file to check (repeatable; default: /etc/helpdesk/postfix/aliases, "
+    "/etc/helpdesk/aliases, /etc/aliases and /etc/postfix/helpdesk-aliases).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_ctx

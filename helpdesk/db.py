@@ -7,6 +7,8 @@ reads then writes fails at once under contention). PostgreSQL goes through psyco
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
@@ -14,7 +16,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
 
 from helpdesk.config import Settings
-from helpdesk.files import prepare_sqlite_path
+from helpdesk.files import sqlite_path
+from helpdesk.store import open_sqlite
+from helpdesk.store import sqlite_missing
 
 __all__ = ["dispose_engines", "engine_for", "session_factory", "sqlalchemy_url"]
 
@@ -63,8 +67,19 @@ def dispose_engines() -> None:
 
 def _make_engine(url: str, busy_timeout: float) -> Engine:
     if url.startswith("sqlite"):
-        prepare_sqlite_path(url)
-        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        path = sqlite_path(url)
+        if path is None:  # in memory
+            engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        else:
+
+            def connect() -> sqlite3.Connection:
+                # Never creates the file: only `init` does (migrate.upgrade).
+                missing = sqlite_missing(path)
+                if missing:
+                    raise sqlite3.OperationalError(f"{missing} (run `helpdesk-pipe init`)")
+                return open_sqlite(path, busy_timeout)
+
+            engine = create_engine(url, creator=connect)
         _sqlite_events(engine, busy_timeout)
         return engine
     return create_engine(

@@ -2,7 +2,8 @@
 
 Checks what the MTA, the viewer and the scheduler need and would otherwise only
 reveal by deferring mail: the config, the database and who may write it, the alias
-lines, the outgoing mail, the links, the scheduler's last runs, the ingestd socket.
+lines, the groups' technicians, the outgoing mail, the links, the scheduler's last runs,
+the ingestd socket.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from helpdesk.store import utcnow
 
 __all__ = ["Finding", "run_checks", "DEFAULT_ALIAS_FILES"]
 
-DEFAULT_ALIAS_FILES = ("/etc/aliases", "/etc/postfix/helpdesk-aliases")
+# The README's files (Postfix's map of its own, Exim's file), then older places.
+DEFAULT_ALIAS_FILES = (
+    "/etc/helpdesk/postfix/aliases",
+    "/etc/helpdesk/aliases",
+    "/etc/aliases",
+    "/etc/postfix/helpdesk-aliases",
+)
 
 
 @dataclass(frozen=True)
@@ -212,8 +219,8 @@ def _aliases(
                         "fail",
                         "aliases",
                         f"{where}: {problem}",
-                        "replace the line by the one `helpdesk-pipe aliases` prints, then"
-                        " newaliases",
+                        "replace the line by the one `helpdesk-pipe aliases` prints (Postfix:"
+                        " then postalias it as helpdesk, never newaliases)",
                     )
                 )
             if not problems:
@@ -317,6 +324,21 @@ def _scheduler(settings: Settings) -> list[Finding]:
             continue
         host, finished = rows[job]
         age = now - as_datetime(finished)
+        if age < -timedelta(minutes=5):
+            ahead = timedelta(seconds=round(-age.total_seconds()))
+            # A clock ahead (or a row written by hand) would hide a stopped scheduler
+            # until that date: the job would look fresh all along.
+            found.append(
+                Finding(
+                    "fail",
+                    "scheduler",
+                    f"the {job} job's last run is dated {ahead} in the future ({finished}"
+                    f" on {host})",
+                    f"fix the clock of {host} (timedatectl), then run `helpdesk-pipe {cron}`"
+                    " once, which records the real time",
+                )
+            )
+            continue
         # Cron users may run a job hourly: a day's silence is a stopped scheduler.
         if age > max(timedelta(seconds=3 * every), timedelta(hours=2)):
             found.append(
@@ -324,6 +346,45 @@ def _scheduler(settings: Settings) -> list[Finding]:
             )
         else:
             found.append(Finding("ok", "scheduler", f"the {job} job ran {age} ago on {host}"))
+    return found
+
+
+def _technicians(settings: Settings) -> list[Finding]:
+    """Groups with nobody in them: the tickets they get alert no one."""
+    from helpdesk.people import all_groups
+
+    try:
+        with Store(settings.database_url, min(settings.busy_timeout, 10)) as store:
+            with store.transaction():
+                groups = all_groups(store, settings)
+    except StoreError:
+        return []  # the database check said why
+    found = []
+    for group, members in groups.items():
+        if members:
+            continue
+        queues = [q.name for q in settings.queues.values() if q.group == group]
+        routed = [
+            q.name for q in settings.queues.values() if any(r.group == group for r in q.routes)
+        ]
+        if not queues and not routed:
+            continue  # a group of the database that serves nothing any more
+        what = []
+        if queues:
+            what.append(f"the new tickets of queue{'s' * (len(queues) > 1)} {', '.join(queues)}")
+        if routed:
+            what.append(f"the tickets routed to it from {', '.join(routed)}")
+        found.append(
+            Finding(
+                "fail",
+                "groups",
+                f"group {group} has no technician: {' and '.join(what)} alert nobody",
+                f"technicians = [...] under [groups.{group}], or"
+                f" `helpdesk-pipe tech add EMAIL --group {group}`",
+            )
+        )
+    if not found:
+        found.append(Finding("ok", "groups", f"each of the {len(groups)} groups has a technician"))
     return found
 
 
@@ -408,6 +469,7 @@ def run_checks(
         )
     found += _config(settings, account)
     found += _database(settings, account)
+    found += _technicians(settings)
     found += _aliases(settings, alias_files, account)
     found += _outgoing(settings)
     found += _scheduler(settings)

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from helpdesk.config import Settings
 from helpdesk.db import engine_for
+from helpdesk.files import prepare_sqlite_path
 
 __all__ = ["migrations_dir", "upgrade", "current_revision", "head_revision"]
 
@@ -41,11 +42,14 @@ def current_revision(settings: Settings) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(settings: Settings) -> tuple[str | None, str | None]:
-    """Bring the database to the newest revision; return (before, after). Idempotent."""
+def upgrade(settings: Settings, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the database to the newest revision (or `revision`); return (before, after).
+    Idempotent. The only code that creates an SQLite database (and its directory).
+    """
+    prepare_sqlite_path(settings.database_url)
     before = current_revision(settings)
     cfg = _config()
     with engine_for(settings).begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
     return before, current_revision(settings)

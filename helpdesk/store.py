@@ -9,6 +9,7 @@ the migrated schema on both databases.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -17,11 +18,20 @@ from contextlib import contextmanager
 from datetime import UTC
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
-from helpdesk.files import prepare_sqlite_path
 from helpdesk.files import sqlite_path
 
-__all__ = ["Store", "StoreError", "IntegrityError", "MAX_ID", "as_datetime", "utcnow"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "IntegrityError",
+    "MAX_ID",
+    "as_datetime",
+    "open_sqlite",
+    "sqlite_missing",
+    "utcnow",
+]
 
 # The largest row id: the id columns are PostgreSQL `integer` (32-bit); SQLite's are
 # 64-bit but hand out the same ids. A larger number names no row, on either database
@@ -55,6 +65,26 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def sqlite_missing(path: str) -> str | None:
+    """Why an SQLite database cannot be opened without creating it; None when it exists.
+
+    Only `init` creates the database: a mistyped path in the pipe's config, run as root,
+    must not leave directories and an empty database behind while the mail waits.
+    """
+    if os.path.exists(path):  # a directory there is for sqlite3 to refuse
+        return None
+    where = os.path.dirname(os.path.abspath(path))
+    nor = "" if os.path.isdir(where) else f" (nor its directory {where})"
+    return f"SQLite database {path} does not exist{nor}"
+
+
+def open_sqlite(path: str, timeout: float) -> sqlite3.Connection:
+    """Open an existing SQLite database in autocommit mode; never create it."""
+    # mode=rw fails rather than creates, should the file vanish after sqlite_missing().
+    uri = "file:" + quote(os.path.abspath(path)) + "?mode=rw"
+    return sqlite3.connect(uri, timeout=timeout, isolation_level=None, uri=True)
+
+
 class Store:
     """One database connection with explicit, short write transactions."""
 
@@ -75,9 +105,11 @@ class Store:
             path = sqlite_path(self.url)
             if path is None:
                 raise StoreError(f"unsupported SQLite URL {self.url!r}: use sqlite:///PATH")
-            prepare_sqlite_path(self.url)
+            missing = sqlite_missing(path)
+            if missing:
+                raise StoreError(missing)
             try:
-                conn = sqlite3.connect(path, timeout=self.busy_timeout, isolation_level=None)
+                conn = open_sqlite(path, self.busy_timeout)
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")

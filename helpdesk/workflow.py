@@ -20,6 +20,7 @@ The lifecycle (after RT, Zammad and GLPI, research/anchors.md):
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,9 +59,18 @@ __all__ = [
     "distrust",
     "mark_spam",
     "OPEN_STATUSES",
+    "CONTINUED_TITLE",
 ]
 
 OPEN_STATUSES = ("new", "assigned", "waiting")
+# The title of a ticket that continues a closed one, by queue language (English otherwise):
+# the old subject, not the "Re: Votre demande est close : ..." of the reply that opened it.
+CONTINUED_TITLE = {
+    "fr": "Suite de la demande n° {id} : {subject}",
+    "en": "Follow-up to request #{id}: {subject}",
+}
+# An old subject that was itself a continuation keeps only its own words.
+_CONTINUED_PREFIX = re.compile(r"^(?:Suite de la demande n° \d+ : |Follow-up to request #\d+: )+")
 
 
 class WorkflowError(Exception):
@@ -327,18 +337,24 @@ def open_ticket(
 
     requester, _name = _person(store, requester_id)
     group, why = route(store, queue, requester)
+    title, assignee_id, status = subject, None, "new"
+    if previous_id is not None:
+        title, assignee_id = _continuation(store, settings, queue, previous_id, group)
+        status = "new" if assignee_id is None else "assigned"
     now = utcnow()
     ticket_id = int(
         store.scalar(
             "INSERT INTO ticket (queue, subject, status, requester_id, group_name, previous_id,"
-            " created_at, updated_at) VALUES (:queue, :subject, 'new', :requester, :group,"
-            " :previous, :now, :now) RETURNING id",
+            " assignee_id, created_at, updated_at) VALUES (:queue, :subject, :status,"
+            " :requester, :group, :previous, :assignee, :now, :now) RETURNING id",
             {
                 "queue": queue.name,
-                "subject": subject,
+                "subject": title,
+                "status": status,
                 "requester": requester_id,
                 "group": group,
                 "previous": previous_id,
+                "assignee": assignee_id,
                 "now": now,
             },
         )
@@ -366,6 +382,17 @@ def open_ticket(
             store, previous_id, actor, "continued", detail=f"continued in ticket #{ticket_id}"
         )
     record_history(store, ticket_id, actor, "open", None, "new", detail)
+    if assignee_id is not None:
+        email, _name = _person(store, assignee_id)
+        record_history(
+            store,
+            ticket_id,
+            actor,
+            "assign",
+            "new",
+            status,
+            f"to {email}, who had ticket #{previous_id}",
+        )
     notices.ticket_opened(
         store,
         settings,
@@ -378,6 +405,30 @@ def open_ticket(
         previous_id=previous_id,
     )
     return ticket_id, article_id
+
+
+def _continuation(
+    store: Store, settings: Settings, queue: Queue, previous_id: int, group: str
+) -> tuple[str, int | None]:
+    """The title of a ticket that continues a closed one, and who gets it: the former
+    technician while they are still one of the group, else nobody (the whole group hears)."""
+    from helpdesk.people import group_members
+
+    row = store.one(
+        "SELECT t.subject, t.assignee_id, p.email FROM ticket t"
+        " LEFT JOIN person p ON p.id = t.assignee_id WHERE t.id = :id",
+        {"id": previous_id},
+    )
+    assert row is not None, f"no ticket #{previous_id} to continue"
+    old_subject, assignee_id, assignee = row
+    words = _CONTINUED_PREFIX.sub("", old_subject or "").strip() or old_subject or ""
+    template = CONTINUED_TITLE.get(queue.language, CONTINUED_TITLE["en"])
+    title = template.format(id=previous_id, subject=words)
+    if assignee_id is None or not any(
+        email == assignee for email, _name in group_members(store, settings, group)
+    ):
+        return title, None
+    return title, int(assignee_id)
 
 
 def add_followup(

@@ -20,7 +20,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("HELPDESK_CORPUS", ROOT.parent / "shared" / "corpus"))
+# The mail corpus (sisimai, Zammad, RT, ...) lives outside the repository. Without it the
+# tests that read it are skipped, one line each naming what is missing; under CI=true the
+# first of them fails instead (the rest still skip): CI must never pass without it.
+CORPUS = Path(os.environ.get("HELPDESK_CORPUS") or ROOT.parent / "shared" / "corpus")
+IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get("HELPDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 QUEUES_TOML = """
@@ -51,12 +55,75 @@ INSTANCE = "helpdesk-test.univ.example"
 pytest_plugins = ["smtp_catcher"]
 
 
+def _corpus_missing() -> str | None:
+    if CORPUS.is_dir():
+        return None
+    if os.environ.get("HELPDESK_CORPUS"):
+        return f"mail corpus missing: HELPDESK_CORPUS={CORPUS} is not a directory"
+    return f"mail corpus missing: HELPDESK_CORPUS is unset and {CORPUS} does not exist"
+
+
+_corpus_failed_in: list[str] = []  # the test that failed the run on a missing corpus (CI)
+
+
+def need_corpus(path: str = "", test: str = "") -> Path:
+    """The corpus file or folder at `path`; skip the calling test when there is no corpus.
+
+    Under CI=true a missing corpus fails the first test that asks, and skips the others
+    with a pointer to it: one clear failure. A corpus without the file is a failure.
+    """
+    missing = _corpus_missing()
+    if missing is not None:
+        if IN_CI and not _corpus_failed_in:
+            current = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+            _corpus_failed_in.append(test or current)
+            pytest.fail(f"{missing} (CI=true: the corpus is required)", pytrace=False)
+        if IN_CI:
+            pytest.skip(f"{missing} (the run failed on it in {_corpus_failed_in[0]})")
+        pytest.skip(missing)
+    file = CORPUS / path
+    assert file.exists(), f"corpus file {file} missing from the corpus at {CORPUS}"
+    return file
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `corpus` read it throughout: check before their fixtures run."""
+    if item.get_closest_marker("corpus") is not None:
+        need_corpus(test=item.nodeid)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One line at the top of the run: where the corpus is, or what is missing."""
+    missing = _corpus_missing()
+    if missing is None:
+        return f"mail corpus: {CORPUS}"
+    return f"{missing}: its tests are {'a failure (CI=true)' if IN_CI else 'skipped'}"
+
+
 def pipe_command() -> list[str]:
     """Return the installed `helpdesk-pipe` next to this interpreter, else the checkout launcher."""
     installed = Path(sys.executable).parent / "helpdesk-pipe"
     if installed.exists():
         return [str(installed)]
     return [str(ROOT / "bin" / "helpdesk-pipe")]
+
+
+@pytest.fixture(scope="session")
+def pipe_for_others() -> Iterator[list[str]]:
+    """`helpdesk-pipe` as another user (nobody) can run it, wherever this clone sits.
+
+    A world-readable copy under /var/tmp (tests/other_user.py); the user's own
+    directories keep their modes.
+    """
+    import tempfile
+
+    from other_user import stage
+
+    base = Path(tempfile.mkdtemp(prefix="helpdesk-staged-", dir="/var/tmp"))
+    try:
+        yield [str(stage(base) / "helpdesk-pipe")]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _pg_schema_url(schema: str) -> str:

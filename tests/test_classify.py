@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CORPUS
+from conftest import need_corpus
 
 from helpdesk.ingest.classify import LOOP_HEADER
 from helpdesk.ingest.classify import OUR_ID_PREFIX
@@ -109,8 +110,8 @@ SISIMAI_EXCEPTIONS = {
 
 
 def _corpus_files() -> list[Path]:
-    assert CORPUS.is_dir(), f"corpus {CORPUS} missing (set HELPDESK_CORPUS)"
-    return sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in (".md", ".yml"))
+    files = need_corpus().rglob("*")
+    return sorted(p for p in files if p.is_file() and p.suffix not in (".md", ".yml"))
 
 
 @cache

@@ -137,6 +137,19 @@ def test_init_from_a_plain_pip_install(tmp_path: Path) -> None:
     assert "upgraded from empty to revision" in result.stdout
 
 
+def test_aliases_says_how_each_mta_takes_the_file_in_as_the_readme_does(config: Path) -> None:
+    comments = [line for line in run_cli(config, "aliases").stdout.splitlines() if line[:1] == "#"]
+    readme = (ROOT / "README.md").read_text()
+    # Postfix: postalias as helpdesk, the README's command; newaliases only as a warning.
+    postalias = "sudo runuser -u helpdesk -- postalias /etc/helpdesk/postfix/aliases"
+    assert postalias in readme
+    assert any(line.endswith(postalias) for line in comments), comments
+    assert all("not newaliases" in line for line in comments if "newaliases" in line), comments
+    # Exim reads the file at each delivery: nothing to run.
+    assert "Exim reads `/etc/helpdesk/aliases` at each delivery" in readme
+    assert any("Exim" in line and "nothing" in line for line in comments), comments
+
+
 def test_aliases_lines_pipe_mail_into_their_queue(config: Path) -> None:
     import shlex
 

@@ -72,6 +72,7 @@ from helpdesk.ingest.parse import parse
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.corpus,
     # `mail show --raw` in process: cli.py calls click.get_binary_stream, deprecated in
     # click 8.5 (one warning per mail). Reported to the owner of cli.py.
     pytest.mark.filterwarnings("ignore:'get_binary_stream' is deprecated:DeprecationWarning"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import cli_json
 from conftest import make_mail
+from conftest import pipe_command
 from conftest import run_cli
 from conftest import run_pipe
 from conftest import write_config
@@ -213,6 +214,30 @@ def test_schema_missing_defers_with_hint(db_url: str, tmp_path: Path) -> None:
     assert "helpdesk-pipe init" in _one_line_no_traceback(result.stderr)
 
 
+@pytest.mark.parametrize("where", ["missing directory", "missing file"])
+def test_a_missing_sqlite_database_is_a_75_saying_run_init_and_nothing_is_made(
+    tmp_path: Path, where: str
+) -> None:
+    """Only `init` makes the database: a mistyped path must not gain an empty one."""
+    database = (
+        tmp_path / "typo" / "helpdesk.db" if where == "missing directory" else tmp_path / "h.db"
+    )
+    config = write_config(tmp_path, f"sqlite:///{database}")
+    result = run_pipe(config, make_mail())
+    assert result.returncode == 75, result.stderr
+    line = _one_line_no_traceback(result.stderr)
+    assert f"SQLite database {database} does not exist" in line, line
+    assert line.endswith("(run `helpdesk-pipe init`)"), line
+    # The commands that read (through SQLAlchemy) do not make it either.
+    listed = run_cli(config, "ticket", "list")
+    assert listed.returncode != 0 and "run `helpdesk-pipe init`" in listed.stderr
+    if where == "missing directory":
+        assert not database.parent.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(database.name)]
+    assert run_cli(config, "init").returncode == 0
+    assert run_pipe(config, make_mail()).returncode == 0
+
+
 def test_database_unreachable_then_back(db_url: str, tmp_path: Path) -> None:
     good = write_config(tmp_path, db_url)
     assert run_cli(good, "init").returncode == 0
@@ -234,7 +259,9 @@ def test_database_unreachable_then_back(db_url: str, tmp_path: Path) -> None:
     assert len(cli_json(good, "ticket", "list")) == 1
 
 
-def test_database_read_only_then_back(db_url: str, tmp_path: Path) -> None:
+def test_database_read_only_then_back(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     raw = make_mail()
     if db_url.startswith("sqlite"):
         # The classic mistake: the pipe's user may read the database but not write it.
@@ -248,13 +275,14 @@ def test_database_read_only_then_back(db_url: str, tmp_path: Path) -> None:
                 extra.unlink()
             db_file.chmod(0o644)
             config.chmod(0o644)
-            prefix: list[str] = []
             if os.geteuid() == 0:
-                prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                command = [*as_nobody, *request.getfixturevalue("pipe_for_others")]
             else:
                 db_file.chmod(0o444)
                 home.chmod(0o555)
-            result = _run_as(prefix, config, raw)
+                command = pipe_command()
+            result = _run_as(command, config, raw)
             assert result.returncode == 75, result.stderr
             assert "database unavailable" in _one_line_no_traceback(result.stderr)
             home.chmod(0o755)
@@ -278,16 +306,15 @@ def test_database_read_only_then_back(db_url: str, tmp_path: Path) -> None:
     assert len(cli_json(config, "ticket", "list")) == 1
 
 
-def _run_as(prefix: list[str], config: Path, raw: bytes):  # type: ignore[no-untyped-def]
+def _run_as(command: list[str], config: Path, raw: bytes):  # type: ignore[no-untyped-def]
     import subprocess
 
-    from conftest import pipe_command
-
     return subprocess.run(
-        [*prefix, *pipe_command(), "--config", str(config), "deliver", "--queue", "dsi"],
+        [*command, "--config", str(config), "deliver", "--queue", "dsi"],
         input=raw,
         capture_output=True,
         env={"PATH": "/usr/bin:/bin"},
+        cwd="/",
     )
 
 

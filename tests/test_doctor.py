@@ -32,6 +32,9 @@ def _wire_aliases(config: Path, tmp_path: Path) -> Path:
 def test_a_sound_installation_passes(config: Path, tmp_path: Path) -> None:
     aliases = _wire_aliases(config, tmp_path)
     os.chmod(config, 0o640)
+    # dsi and scd have theirs in the config; immobilier's comes from the database.
+    tech = run_cli(config, "tech", "add", "paul.immo@univ.example", "--group", "immobilier")
+    assert tech.returncode == 0, tech.stderr
     # What the scheduler (or cron) leaves behind.
     assert run_cli(config, "autoclose").returncode == 0
     assert run_cli(config, "outbox", "flush", "--due-only").returncode == 0
@@ -45,6 +48,7 @@ def test_a_sound_installation_passes(config: Path, tmp_path: Path) -> None:
     ok_aliases = [f for f in findings if f["check"] == "aliases" and f["level"] == "ok"]
     assert len(ok_aliases) == 3  # dsi, immobilier, scd
     assert _levels(findings, "scheduler") == {"ok"}
+    assert _levels(findings, "groups") == {"ok"}
 
 
 def test_each_problem_is_named_with_its_fix(db_url: str, tmp_path: Path) -> None:
@@ -154,3 +158,64 @@ def test_the_scheduler_records_its_runs(config: Path) -> None:
     assert jobs["autoclose"] == "0 closed"
     findings = _findings(config, "--aliases", "/nonexistent", "--user", "root")
     assert _levels(findings, "scheduler") == {"ok"}
+
+
+def test_groups_without_a_technician_name_the_queues_that_alert_nobody(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The shipped example: one group of technicians for nine queues."""
+    from conftest import ROOT
+
+    text = (ROOT / "examples" / "helpdesk.toml").read_text()
+    assert 'url = "sqlite:///helpdesk.db"' in text
+    config = tmp_path / "helpdesk.toml"
+    config.write_text(text.replace('url = "sqlite:///helpdesk.db"', f'url = "{db_url}"'))
+    (tmp_path / "secret_key").write_text("0123456789abcdef" * 4 + "\n")
+    assert run_cli(config, "init").returncode == 0
+    result = run_cli(config, "doctor", "--aliases", str(tmp_path / "none"))
+    assert result.returncode == 1
+    groups = [
+        f for f in _findings(config, "--aliases", str(tmp_path / "none")) if f["check"] == "groups"
+    ]
+    assert {f["level"] for f in groups} == {"fail"}
+    alerting_nobody = {
+        m.split(" of queue ")[1].split(" alert")[0]
+        for m in (f["message"] for f in groups)
+        if " of queue " in m
+    }
+    assert alerting_nobody == {
+        "cemu", "dsi-c2", "dsi-c5", "immobilier",
+        "iut-assistance", "iut-immobilier", "scd", "scolarite",
+    }  # fmt: skip
+    # Routed groups are named with the queue that routes to them.
+    assert any(
+        f["message"] == "group iut-vire has no technician: the tickets routed to it from"
+        " iut-assistance alert nobody"
+        for f in groups
+    )
+    assert all("tech add EMAIL --group" in f["fix"] for f in groups)
+    # A technician added by `tech add` counts, as it does for the mail.
+    assert run_cli(config, "tech", "add", "sam.lib@univ.example", "--group", "scd").returncode == 0
+    after = [f["message"] for f in _findings(config, "--aliases", "/x") if f["check"] == "groups"]
+    assert len(after) == len(groups) - 1 and not any("group scd " in m for m in after)
+
+
+def test_a_job_run_dated_in_the_future_is_named(config: Path) -> None:
+    from datetime import UTC
+    from datetime import datetime
+    from datetime import timedelta
+
+    assert run_cli(config, "autoclose").returncode == 0
+    assert run_cli(config, "outbox", "flush", "--due-only").returncode == 0
+    db_execute(
+        config,
+        "UPDATE job_run SET finished_at = :later WHERE job = 'autoclose'",
+        later=datetime.now(UTC) + timedelta(days=3),
+    )
+    scheduler = [f for f in _findings(config, "--aliases", "/x") if f["check"] == "scheduler"]
+    [future] = [f for f in scheduler if f["level"] == "fail"]
+    assert future["message"].startswith(
+        "the autoclose job's last run is dated 3 days, 0:00:00 in the future"
+    )
+    assert "in the future" in future["message"] and "clock" in future["fix"]
+    assert [f["level"] for f in scheduler if "outbox" in f["message"]] == ["ok"]

@@ -227,18 +227,13 @@ def test_the_page_cache_keeps_no_huge_page(config: Path) -> None:
 
 
 def test_older_rows_are_cleaned_by_the_migration(db_url: str, tmp_path: Path) -> None:
-    from alembic import command
     from conftest import write_config
 
     from helpdesk import migrate
-    from helpdesk.db import engine_for
 
     config = write_config(tmp_path, db_url)
     settings = load_settings(config)
-    cfg = migrate._config()
-    with engine_for(settings).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0005")
+    migrate.upgrade(settings, "0005")
     now = "2026-12-01 10:00:00+00:00"
     db_execute(config, "INSERT INTO person (id, email, name, created_at) VALUES"
                " (1, 'alice@univ.example', '', :now)", now=now)  # fmt: skip

@@ -598,6 +598,26 @@ def test_closed_stdin_defers_without_a_traceback(setup: tuple[Path, str]) -> Non
     assert _count(config, "SELECT count(*) FROM mail_record") == 0
 
 
+def test_a_missing_database_is_a_75_through_ingestd_and_nothing_is_made(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """ingestd, like the pipe, never creates the database: only init does."""
+    database = tmp_path / "typo" / "helpdesk.db"
+    sock = short_dir / "ingestd.sock"
+    config = write_config(
+        tmp_path, f"sqlite:///{database}", extra=f'[ingestd]\nsocket = "{sock}"\n'
+    )
+    svc = Service(config, str(sock), "--workers", "1")
+    try:
+        result = run_pipe(config, make_mail())
+    finally:
+        assert svc.stop() == 0, svc.log()
+    assert result.returncode == 75, result.stderr
+    assert b"does not exist" in result.stderr and b"run `helpdesk-pipe init`" in result.stderr
+    assert "exit 75" in svc.log()  # the service's worker answered, not a fallback
+    assert not database.parent.exists()
+
+
 def test_a_file_at_the_socket_path_is_never_replaced(setup: tuple[Path, str]) -> None:
     config, sock = setup
     Path(sock).write_text("precious")
@@ -608,7 +628,9 @@ def test_a_file_at_the_socket_path_is_never_replaced(setup: tuple[Path, str]) ->
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the pipe as nobody")
-def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Service) -> None:
+def test_only_the_helpdesk_group_is_served(
+    setup: tuple[Path, str], service: Service, pipe_for_others: list[str]
+) -> None:
     """Even a socket opened to all (a sysadmin's chmod) serves only our user and group."""
     config, sock = setup
     os.chmod(sock, 0o666)
@@ -618,8 +640,8 @@ def test_only_the_helpdesk_group_is_served(setup: tuple[Path, str], service: Ser
     readable.chmod(0o644)
     result = subprocess.run(
         ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
-         *pipe_command(), "--config", str(readable), "deliver", "--queue", "dsi"],
-        input=make_mail(), capture_output=True, env={"PATH": "/usr/bin:/bin", "LANG": "C"},
+         *pipe_for_others, "--config", str(readable), "deliver", "--queue", "dsi"],
+        input=make_mail(), capture_output=True, env={"PATH": "/usr/bin:/bin", "LANG": "C"}, cwd="/",
     )  # fmt: skip
     assert "refused a connection from a process outside the helpdesk group" in service.log()
     assert service.handled() == []

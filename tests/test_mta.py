@@ -43,6 +43,7 @@ from conftest import ROOT
 from conftest import cli_json
 from conftest import run_cli
 from conftest import write_config
+from other_user import stage
 from smtp_catcher import Caught
 from smtp_catcher import SmtpCatcher
 
@@ -210,51 +211,15 @@ def helpdesk_user() -> pwd.struct_passwd:
 
 
 @pytest.fixture(scope="module")
-def venv(helpdesk_user: pwd.struct_passwd) -> Iterator[Path]:
-    """An installation helpdesk can run, like /opt/helpdesk: Debian's python3 and this checkout.
+def venv(helpdesk_user: pwd.struct_passwd) -> Path:
+    """An installation helpdesk can run, like /opt/helpdesk, wherever this clone sits.
 
-    The development venv's interpreter may live under /root (pyenv), which helpdesk cannot
-    enter; this venv uses /usr/bin/python3 and sees the checkout's site-packages. The
-    directories above the checkout get others' search (x) bit for the module's duration when
-    they lack it (a clone under /root, say), and get their mode back afterwards.
+    The checkout may sit under a 0700 directory and its .venv's interpreter under /root
+    (pyenv), which helpdesk cannot enter: BASE gets a world-readable copy of the package
+    and its runtime distributions, in a venv of a Python helpdesk can run
+    (tests/other_user.py). No directory of the user's changes mode.
     """
-    import sysconfig
-
-    opened: list[tuple[Path, int]] = []
-    for place in (ROOT, Path(sysconfig.get_paths()["purelib"])):
-        for directory in [*reversed(place.resolve().parents), place.resolve()]:
-            mode = stat.S_IMODE(directory.stat().st_mode)
-            if not mode & stat.S_IXOTH and all(d != directory for d, _m in opened):
-                opened.append((directory, mode))
-                directory.chmod(mode | stat.S_IXOTH)
-    try:
-        yield _make_venv()
-    finally:
-        for directory, mode in reversed(opened):
-            directory.chmod(mode)
-
-
-def _make_venv() -> Path:
-    if not Path("/usr/bin/python3").exists():
-        pytest.fail("Debian's python3 is missing: apt-get install python3-venv")
-    shutil.rmtree(VENV, ignore_errors=True)
-    BASE.mkdir(mode=0o755, exist_ok=True)
-    BASE.chmod(0o755)
-    run("/usr/bin/python3", "-m", "venv", "--without-pip", VENV)
-    import sysconfig
-
-    purelib = Path(sysconfig.get_paths()["purelib"])
-    [site_dir] = (VENV / "lib").glob("python3*/site-packages")
-    (site_dir / "helpdesk-checkout.pth").write_text(
-        f"import site; site.addsitedir({str(purelib)!r})\n"
-    )
-    script = VENV / "bin" / "helpdesk-pipe"
-    script.write_text(
-        f"#!{VENV / 'bin' / 'python'}\n"
-        "import sys\nfrom helpdesk.entry import main\nsys.exit(main())\n"
-    )
-    script.chmod(0o755)
-    return VENV
+    return stage(BASE).parent
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from conftest import CORPUS
+from conftest import need_corpus
 
 from helpdesk.ingest.htmltext import html_to_text
 from helpdesk.ingest.parse import ParsedMail
@@ -24,9 +25,7 @@ def mail(headers: str, body: bytes | str = b"Hello\n", *, raw_headers: bytes = b
 
 
 def corpus(path: str) -> bytes:
-    file = CORPUS / path
-    assert file.exists(), f"corpus file {file} missing (set HELPDESK_CORPUS)"
-    return file.read_bytes()
+    return need_corpus(path).read_bytes()
 
 
 # -- headers ------------------------------------------------------------------------------
@@ -421,8 +420,8 @@ def test_deeply_nested_multipart_does_not_raise() -> None:
 
 
 def test_the_whole_zammad_set_parses_without_falling_back() -> None:
-    boxes = sorted((CORPUS / "zammad").glob("*.box"))
-    assert len(boxes) == 85, f"Zammad corpus missing at {CORPUS} (set HELPDESK_CORPUS)"
+    boxes = sorted(need_corpus("zammad").glob("*.box"))
+    assert len(boxes) == 85, f"Zammad corpus incomplete at {CORPUS}"
     for box in boxes:
         parsed = parse(box.read_bytes())
         assert not [d for d in parsed.defects if "failed" in d], (box.name, parsed.defects)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import CORPUS
+from conftest import need_corpus
 
 from helpdesk.ingest.htmltext import html_to_text
 from helpdesk.ingest.parse import parse
@@ -493,9 +493,7 @@ def test_linear_time_on_5_mb(name: str) -> None:
 
 
 def corpus_text(path: str) -> str:
-    file = CORPUS / path
-    assert file.exists(), f"corpus file {file} missing (set HELPDESK_CORPUS)"
-    return parse(file.read_bytes()).text
+    return parse(need_corpus(path).read_bytes()).text
 
 
 def assert_trimmed(original: str, trimmed: str, kept: list[str], dropped: list[str]) -> None:

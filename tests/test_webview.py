@@ -465,6 +465,55 @@ def test_no_token_reaches_gunicorns_logs(config: Path) -> None:
     assert link.split("/")[-1] not in log and "q" * 43 not in log
 
 
+@pytest.mark.parametrize("server", ["serve", "gunicorn"])
+def test_a_download_carries_one_date_header(config: Path, server: str) -> None:
+    """Werkzeug's conditional responses add a Date; the development server adds another."""
+    import http.client
+    import os
+    import socket
+    import sys
+
+    _deliver(config, WITH_FILES)
+    link = _link(config)
+    [png] = [
+        f["id"]
+        for f in cli_json(config, "ticket", "show", "1")["articles"][0]["attachments"]
+        if f["filename"] == "ecran.png"
+    ]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if server == "serve":
+        args = [*pipe_command(), "--config", str(config), "serve", "--port", str(port)]
+    else:
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        args = [gunicorn, "-w", "1", "-b", f"127.0.0.1:{port}", "webview:create_app()"]
+    env = {**os.environ, "HELPDESK_CONFIG": str(config)}
+    dates: dict[str, list[str]] = {}
+    with subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as process:
+        try:
+            deadline = time.monotonic() + 30
+            for path in (f"{link}/a/{png}", f"{link}/e/1/text", link):
+                while True:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    try:
+                        connection.request("GET", path)
+                        response = connection.getresponse()
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, f"{server} did not answer"
+                        time.sleep(0.2)
+                response.read()
+                connection.close()
+                assert response.status == 200, (path, response.status)
+                dates[path] = [v for k, v in response.getheaders() if k.lower() == "date"]
+        finally:
+            process.terminate()
+    assert all(len(d) == 1 for d in dates.values()), dates
+
+
 def _hostile_paths(token: str) -> list[str]:
     """Every form of a link a client may send that the server logs."""
     encoded = "".join(f"%{ord(c):02X}" for c in token)

@@ -303,12 +303,19 @@ def test_an_answer_after_resolution_reopens_and_after_closure_opens_a_linked_tic
     (closing,) = _new(smtp_catcher, 7, 1)
     assert "close" in closing["Subject"]
     _deliver(config, _reply_to(closing, ALICE, "Elle refait le même bruit."))
-    news = _new(smtp_catcher, 8, 3)  # ack + both technicians: a new ticket has no one yet
+    # Ack + the technician who had #1 (still one of the group), titled after #1, not
+    # after the reply's "Re: Votre demande est close : ...".
+    news = _new(smtp_catcher, 8, 2)
     (ack,) = _to(news, ALICE)
     assert ack["Subject"].startswith("[HD #2] Enregistrement de votre demande")
     assert "n° 1 étant close" in _text(ack)
+    (tech,) = _to(news, JEAN)
+    assert "Suite de la demande n° 1 : Imprimante en panne" in tech["Subject"]
     new = _ticket(config, 2)
-    assert new["previous_id"] == 1 and new["status"] == "new"
+    assert new["previous_id"] == 1 and new["status"] == "assigned"
+    assert new["subject"] == "Suite de la demande n° 1 : Imprimante en panne"
+    assert new["assignee"] == JEAN
+    assert ("assign", "mail", ALICE, "assigned") in _history(config, 2)
     assert new["articles"][0]["body_shown"].startswith("Elle refait le même bruit.")
     old = _ticket(config, 1)
     assert old["status"] == "closed" and len(old["articles"]) == 3
@@ -316,6 +323,72 @@ def test_an_answer_after_resolution_reopens_and_after_closure_opens_a_linked_tic
     mail = cli_json(config, "mail", "list")[0]
     assert mail["verdict"] == "ticket" and mail["ticket_id"] == 2
     assert "is closed: opened a new one" in mail["reason"]
+
+
+def _settled(catcher: SmtpCatcher, seen: int) -> list[EmailMessage]:
+    """The messages after the first `seen`, once no more has come for half a second."""
+    count = -1
+    while count != len(catcher.messages):
+        count = len(catcher.messages)
+        time.sleep(0.5)
+    return [c.message() for c in catcher.messages[seen:]]
+
+
+def test_a_reply_after_closure_continues_with_the_old_subject_and_its_technician_if_still_one(
+    smtp_config: Path, smtp_catcher: SmtpCatcher
+) -> None:
+    """English queue scd (Sam in the config); Pat joins by `tech add`, has #1, then leaves."""
+    config, pat, sam = smtp_config, "pat.lib@univ.example", "sam.lib@univ.example"
+    _cli(config, "tech", "add", pat, "--group", "scd")
+    to_scd = b"To: scd.informatique@univ.example"
+    _deliver(
+        config,
+        make_mail(subject="Printer jam").replace(b"To: dsi.support@univ.example", to_scd),
+        "scd",
+    )
+    _cli(config, "ticket", "take", "1", "--as", pat)
+    _cli(config, "ticket", "close", "1", "--as", pat)
+    [closing] = [
+        m
+        for m in _settled(smtp_catcher, 0)
+        if "[HD #1]" in m["Subject"] and "closed" in m["Subject"]
+    ]
+    _cli(config, "tech", "remove", pat, "--group", "scd")
+
+    # Pat is no technician of scd any more: the continuation goes to the group, as a new one.
+    seen = len(smtp_catcher.messages)
+    _deliver(
+        config,
+        _reply_to(closing, ALICE, "It jams again.").replace(b"dsi.support@", b"scd.informatique@"),
+        "scd",
+    )
+    second = _ticket(config, 2)
+    assert second["subject"] == "Follow-up to request #1: Printer jam"
+    assert second["status"] == "new" and second["assignee"] is None
+    news = _settled(smtp_catcher, seen)
+    assert sorted(m["To"].addresses[0].addr_spec for m in news) == [ALICE, sam]
+    (tech,) = _to(news, sam)
+    assert "Follow-up to request #1: Printer jam" in tech["Subject"]
+
+    # Sam has #2 and closes it; the next reply continues #2 with Sam, the title not doubled.
+    _cli(config, "ticket", "take", "2", "--as", sam)
+    _cli(config, "ticket", "close", "2", "--as", sam)
+    [closing] = [
+        m
+        for m in _settled(smtp_catcher, seen)
+        if "[HD #2]" in m["Subject"] and "closed" in m["Subject"]
+    ]
+    seen = len(smtp_catcher.messages)
+    _deliver(
+        config,
+        _reply_to(closing, ALICE, "Still jams.").replace(b"dsi.support@", b"scd.informatique@"),
+        "scd",
+    )
+    third = _ticket(config, 3)
+    assert third["subject"] == "Follow-up to request #2: Printer jam"
+    assert third["status"] == "assigned" and third["assignee"] == sam
+    news = _settled(smtp_catcher, seen)
+    assert sorted(m["To"].addresses[0].addr_spec for m in news) == [ALICE, sam]
 
 
 def test_reopen_and_close_from_the_cli(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:

@@ -356,6 +356,9 @@ def _download(data: bytes, mimetype: str, name: str) -> Any:
     )
     # Opened anyway (a browser's "open" button): no script, no plugin, no same origin.
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    # make_conditional() wrote a Date, and the server writes its own (Werkzeug's development
+    # server keeps both); the server's is the one to keep.
+    del response.headers["Date"]
     return response
 
 
