@@ -608,9 +608,13 @@ def _write(
 def _report_unsent(what: str, unsent: list) -> None:
     """Tell the author of an answer which of its mails did not go, on stderr; exit 1 if
     one never will (the answer is in the ticket: running the command again would add
-    it twice, so the message says what to do instead)."""
+    it twice, so the message says what to do instead). Mail a distrusted ticket keeps
+    back on purpose is said, not an error."""
     for row in unsent:
-        if row.for_good:
+        if row.withheld:
+            # The ticket says why (`ticket show`): the sysadmin's policy, not a failure.
+            _echo(f"helpdesk-pipe: {what} not mailed to {row.to_addr}: {row.error}.", err=True)
+        elif row.for_good:
             _echo(
                 f"helpdesk-pipe: {what} was NOT sent to {row.to_addr} ({row.status}:"
                 f" {row.error}). It is in the ticket; do not run this again: reach"
@@ -624,7 +628,7 @@ def _report_unsent(what: str, unsent: list) -> None:
                 f" (outbox #{row.outbox_id}).",
                 err=True,
             )
-    if any(row.for_good for row in unsent):
+    if any(row.for_good and not row.withheld for row in unsent):
         sys.exit(1)
 
 

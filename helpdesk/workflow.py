@@ -506,7 +506,9 @@ def add_followup(
             )
         elif state["assignee_id"] is None and old in OPEN_STATUSES:
             # Answering took it: the rest of the group must not start on it too.
-            notices.take_announced(store, settings, queue, ticket_id, author_id, by=author_id)
+            notices.take_announced(
+                store, settings, queue, ticket_id, author_id, by=author_id, mail_id=mail_id
+            )
         return article_id
     thanks = False
     if state["status"] == "resolved" and not settings.reopen_on_thanks and not attachments:
@@ -798,7 +800,9 @@ def resolve(
             store, settings, queue, ticket_id, article_id, resolution=True, mail_id=mail_id
         )
     elif state["assignee_id"] is None:
-        notices.take_announced(store, settings, queue, ticket_id, technician_id, by=technician_id)
+        notices.take_announced(
+            store, settings, queue, ticket_id, technician_id, by=technician_id, mail_id=mail_id
+        )
     return article_id
 
 

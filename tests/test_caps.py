@@ -42,7 +42,9 @@ MARIE = "marie.tech@univ.example"
 def test_every_template_kind_is_automatic_or_words_never_both() -> None:
     for language in ("fr", "en"):
         names = {p.stem for p in (BUILTIN_TEMPLATES / language).glob("*.txt")}
-        assert names == kinds.AUTOMATIC | kinds.WORDS, language
+        # A handover that quotes notes is sent as its own kind (answers to it stay notes)
+        # from the `assigned` template.
+        assert names | {kinds.ASSIGNED_NOTES} == kinds.AUTOMATIC | kinds.WORDS, language
     assert not kinds.AUTOMATIC & kinds.WORDS
     assert kinds.ANSWERS <= kinds.WORDS
 
@@ -161,7 +163,8 @@ def test_a_proven_technician_mail_is_not_sent_back(config: Path) -> None:
         body="Changez le toner.\n",
         extra_headers=f"In-Reply-To: <{ours}>\r\n",
     )
-    assert _kinds_queued(config, reply) == ["followup"]
+    # The answer, and the news of the take (a first answer takes the ticket).
+    assert _kinds_queued(config, reply) == ["followup", "tech_taken"]
 
 
 # -- end to end ------------------------------------------------------------------
@@ -220,8 +223,11 @@ def test_thirty_answers_all_go_while_thirty_acknowledgements_stop_at_the_cap(
         result = run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", f"Réponse {n}.")
         assert result.returncode == 0 and result.stderr == "", result.stderr
     assert time.monotonic() - started < 60
-    answers = smtp_catcher.wait_for(seen + 30)[seen:]
+    # The 30 answers, and the news of Jean's take (his first answer) to Marie.
+    caught = smtp_catcher.wait_for(seen + 31)[seen:]
+    answers = [c for c in caught if c.recipients == [ALICE]]
     assert [ALICE] * 30 == [r for c in answers for r in c.recipients]
+    assert [c.recipients for c in caught if c not in answers] == [[MARIE]]
     texts = [c.message().get_content() for c in answers]
     assert all(sum(f"Réponse {n}." in t for t in texts) == 1 for n in range(30))
     assert {r["status"] for r in _outbox(config, "followup")} == {"sent"}
@@ -234,8 +240,11 @@ def test_thirty_answers_all_go_while_thirty_acknowledgements_stop_at_the_cap(
     for n, tech_new in enumerate(news):
         _deliver(config, _answer(tech_new, JEAN, f"Par courriel {n}."))
     assert time.monotonic() - started < 60
-    by_mail = smtp_catcher.wait_for(seen + 30)[seen:]
+    # The 30 answers, and to Marie the news of each take but ticket 1's (Jean had it).
+    caught = smtp_catcher.wait_for(seen + 59)[seen:]
+    by_mail = [c for c in caught if c.recipients == [ALICE]]
     assert [ALICE] * 30 == [r for c in by_mail for r in c.recipients]
+    assert [c.recipients for c in caught if c not in by_mail] == [[MARIE]] * 29
     assert {r["status"] for r in _outbox(config, "followup")} == {"sent"}
     # And still capped for automatic mail: a 31st request gets no acknowledgement.
     _deliver(config, make_mail(subject="Demande 31"))
@@ -286,7 +295,9 @@ def test_a_technician_answering_by_mail_hears_when_it_cannot_go(
     [told] = _to(smtp_catcher, JEAN, seen)
     assert "Votre réponse n'a pas été envoyée" in told["Subject"]
     assert NOREPLY in told.get_content() and "no-reply" in told.get_content()
-    assert _settled(smtp_catcher) == seen + 1  # nothing else, and nothing to no-reply
+    # Nothing else but the news of Jean's take to Marie, and nothing to no-reply.
+    assert _settled(smtp_catcher) == seen + 2
+    assert sorted(c.recipients[0] for c in smtp_catcher.messages[seen:]) == [JEAN, MARIE]
     history = cli_json(config, "ticket", "history", "1")
     assert history[-1]["action"] == "not sent" and NOREPLY in history[-1]["detail"]
 
@@ -351,7 +362,9 @@ def test_an_unproven_technician_mail_is_sent_back_and_its_answer_goes_once(
     _deliver(config, _answer(notice, JEAN, ""))
     [answer] = _to(smtp_catcher, ALICE, seen)
     assert "Changez le toner." in answer.get_content()
-    assert _settled(smtp_catcher) == seen + 1
+    # Besides it, only the news that Jean took the ticket, to the rest of the group.
+    assert _settled(smtp_catcher) == seen + 2
+    assert sorted(c.recipients[0] for c in smtp_catcher.messages[seen:]) == [ALICE, MARIE]
     ticket = cli_json(config, "ticket", "show", "1")
     assert ticket["status"] == "waiting" and ticket["assignee"] == JEAN
     public = [a for a in ticket["articles"] if not a["internal"]]

@@ -26,7 +26,8 @@ from helpdesk.tokens import hash_token
 ALICE = "alice@univ.example"
 BOB = "bob@univ.example"
 JEAN = "jean.tech@univ.example"
-TECHS = {JEAN, "marie.tech@univ.example"}
+MARIE = "marie.tech@univ.example"
+TECHS = {JEAN, MARIE}
 LINK = re.compile(r"https://helpdesk\.univ\.example/t/([A-Za-z0-9_-]{43})")
 
 
@@ -89,8 +90,9 @@ def test_a_cc_participant_receives_the_answer_with_a_working_link_of_their_own(
         run_cli(smtp_config, "ticket", "reply", "1", "--as", JEAN, "-m", "Je passe.").returncode
         == 0
     )
-    sent = _by_recipient(smtp_catcher.wait_for(2))
-    assert set(sent) == {ALICE, BOB}
+    # Jean's first answer takes the ticket: Marie hears of the take.
+    sent = _by_recipient(smtp_catcher.wait_for(3))
+    assert set(sent) == {ALICE, BOB, MARIE}
     to_bob, to_alice = sent[BOB], sent[ALICE]
     assert to_bob["Subject"] == "[HD #1] Suivi de la demande : Imprimante en panne"
     assert to_bob["To"] == f"Bob Durand <{BOB}>"
@@ -155,8 +157,8 @@ def test_a_technicians_answer_by_mail_reaches_the_cc_too(
         extra_headers=f"In-Reply-To: {news['Message-ID']}\r\n",
     )
     _deliver(smtp_config, answer)
-    sent = _by_recipient(smtp_catcher.wait_for(2))
-    assert set(sent) == {ALICE, BOB}
+    sent = _by_recipient(smtp_catcher.wait_for(3))
+    assert set(sent) == {ALICE, BOB, MARIE}  # Marie: Jean's answer took the ticket
     assert "Le toner arrive demain." in sent[BOB].get_content()
     assert _client(smtp_config).get(f"/t/{_token(sent[BOB])}").status_code == 200
 
@@ -168,8 +170,9 @@ def test_notify_cc_false_sends_nothing_to_the_cc(
     _open_with_cc(config, smtp_catcher, BOB)
     assert run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Vu.").returncode == 0
     assert run_cli(config, "ticket", "resolve", "1", "--as", JEAN, "-m", "Fait.").returncode == 0
-    caught = smtp_catcher.wait_for(2)
-    assert [c.recipients for c in caught] == [[ALICE], [ALICE]]  # the answer, the resolution
+    caught = smtp_catcher.wait_for(3)
+    # The answer and the resolution; the news of Jean's take to Marie.
+    assert sorted(r for c in caught for r in c.recipients) == [ALICE, ALICE, MARIE]
     [bob] = cli_json(config, "ticket", "show", "1")["participants"][1:]
     assert (bob["mailed"], bob["not_mailed_why"]) == (False, "[tickets] notify_cc is false")
 
@@ -181,8 +184,8 @@ def test_notify_cc_domains_lets_only_those_domains_hear(
     cc = f"{BOB}, carol@gmail.example, dan@labo.univ.example, eve@evil-univ.example"
     _open_with_cc(config, smtp_catcher, cc)
     assert run_cli(config, "ticket", "reply", "1", "--as", JEAN, "-m", "Vu.").returncode == 0
-    sent = _by_recipient(smtp_catcher.wait_for(3))
-    assert set(sent) == {ALICE, BOB, "dan@labo.univ.example"}
+    sent = _by_recipient(smtp_catcher.wait_for(4))
+    assert set(sent) == {ALICE, BOB, "dan@labo.univ.example", MARIE}  # Marie: Jean's take
     shown = run_cli(config, "ticket", "show", "1").stdout
     assert "Answers also mailed to (Cc): bob@univ.example, dan@labo.univ.example" in shown
     assert "not mailed: carol@gmail.example (domain not in [tickets] notify_cc_domains)" in shown
@@ -213,8 +216,9 @@ def test_a_cc_added_in_a_later_followup_receives_the_next_answer(
     history = cli_json(smtp_config, "ticket", "history", "1")
     assert any(h["action"] == "cc" and carol in (h["detail"] or "") for h in history)
     assert run_cli(smtp_config, "ticket", "reply", "1", "--as", JEAN, "-m", "Vu.").returncode == 0
-    sent = _by_recipient(smtp_catcher.wait_for(2))
-    assert set(sent) == {ALICE, carol}  # the technician in Cc is no Cc reader
+    sent = _by_recipient(smtp_catcher.wait_for(3))
+    # The technician in Cc is no Cc reader; Marie hears of Jean's take.
+    assert set(sent) == {ALICE, carol, MARIE}
     assert _client(smtp_config).get(f"/t/{_token(sent[carol])}").status_code == 200
 
 

@@ -575,3 +575,18 @@ def test_corpus_replies_kept_whole(path: str) -> None:
     original = corpus_text(path)
     assert original.strip()
     assert trim_quoted(original) == original
+
+
+def test_words_added_are_none_when_the_writer_only_quoted() -> None:
+    from helpdesk.ingest.quotes import words_added
+
+    only_quote = (
+        "\n\nLe 28/11/2026, Assistance a écrit :\n"
+        "> ##- Répondez au-dessus de cette ligne -##\n> Bonjour\n> > Changez le toner.\n"
+    )
+    assert words_added(only_quote) == ""
+    assert trim_quoted(only_quote) != ""  # trim_quoted keeps quotes that are all there is
+    assert words_added("OK, envoyez.\n\nLe 28/11/2026, Assistance a écrit :\n> Bonjour\n") == (
+        "OK, envoyez."
+    )
+    assert words_added("Pas de citation.\n") == "Pas de citation.\n"

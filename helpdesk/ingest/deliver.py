@@ -386,7 +386,7 @@ def _held_answered(
     internal note (the notice says so: an "OK, send it" must not reach the requester).
     Return what was done."""
     from helpdesk import workflow
-    from helpdesk.ingest.quotes import trim_quoted
+    from helpdesk.ingest.quotes import words_added
 
     done = []
     for held_id in held:
@@ -412,7 +412,8 @@ def _held_answered(
             done.append(f"held mail #{held_id} was sent already")
         else:
             done.append(f"held mail #{held_id} sent as {made[0]} #{made[1]}")
-    own = trim_quoted(mail.text).strip("\n")
+    # Nothing written above the quote of our notice is no words of theirs.
+    own = words_added(mail.text).strip("\n")
     if own.strip() or mail.attachments:
         note = workflow.comment(
             store,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REPLY_MARKER_EN", "REPLY_MARKER_FR", "trim_quoted"]
+__all__ = ["REPLY_MARKER_EN", "REPLY_MARKER_FR", "trim_quoted", "words_added"]
 
 REPLY_MARKER_FR = "##- Répondez au-dessus de cette ligne -##"
 REPLY_MARKER_EN = "##- Please reply above this line -##"
@@ -93,7 +93,9 @@ _FORWARD_HEADINGS = ("forwarded message", "message transféré", "weitergeleitet
 
 
 def trim_quoted(text: str) -> str:
-    """Return the text the writer added, without the quoted earlier message and the attribution line; the text itself if nothing is recognised, never ''. when the writer wrote only quotes (then keep the text unchanged)."""  # noqa: E501
+    """Return the text the writer added, without the quoted earlier message and the
+    attribution line; the text itself if nothing is recognised, or when the writer wrote
+    nothing but quotes (then their words are in them): never ''."""
     kept = text
     for find_cut in (_marker_cut, _outlook_cut, _trailing_quote_cut):
         cut = find_cut(kept)
@@ -102,6 +104,21 @@ def trim_quoted(text: str) -> str:
         trimmed = kept[:cut].rstrip()
         if trimmed:  # nothing but quotes before the cut: the writer's text is in them
             kept = trimmed
+    return kept
+
+
+def words_added(text: str) -> str:
+    """The text the writer added above what they quote, like trim_quoted, but '' when
+    they wrote nothing but the quote: for a reply whose sending is what it says (the
+    answer to a request for proof), where a quote alone is no words of the writer."""
+    kept = text
+    for find_cut in (_marker_cut, _outlook_cut, _trailing_quote_cut):
+        cut = find_cut(kept)
+        if cut is None:
+            continue
+        kept = kept[:cut].rstrip()
+        if not kept.strip():
+            return ""
     return kept
 
 

@@ -121,7 +121,7 @@ def _withhold_if_distrusted(store: Store, ticket_id: int, outbox_id: int) -> Non
         store.execute(
             "UPDATE outbox_message SET status = 'skipped', last_error = :why"
             " WHERE id = :id AND status = 'queued'",
-            {"why": f"not sent: distrusted requester ({reason})"[:1000], "id": outbox_id},
+            {"why": f"{outbox.WITHHELD_DISTRUSTED} ({reason})"[:1000], "id": outbox_id},
         )
         log.warning("outbox #%s not sent: ticket #%s is distrusted", outbox_id, ticket_id)
 
@@ -518,12 +518,14 @@ def take_announced(
     *,
     by: int | None,
     previous: int | None = None,
+    mail_id: int | None = None,
 ) -> list[int]:
     """Tell the rest of a ticket's group, and whoever had it before, who has it now (a
     take, an assignment, or a technician's first answer, which takes it): nobody else
-    starts on it. The one who took it and the one who got it know already."""
+    starts on it. The one who took it and the one who got it know already. `mail_id`:
+    the incoming mail that took it, whose delivery sends what it queued."""
     ticket = _ticket(store, ticket_id)
-    sender = _Sender(store, settings, queue, ticket, None, None)
+    sender = _Sender(store, settings, queue, ticket, mail_id, None)
     person = store.one("SELECT email, name FROM person WHERE id = :id", {"id": technician_id})
     assert person is not None, f"technician #{technician_id} vanished inside the transaction"
     email, name = str(person[0]), str(person[1] or "")

@@ -42,6 +42,10 @@ __all__ = [
 
 log = logging.getLogger("helpdesk.outbox")
 
+# The start of last_error of a mail kept back because its ticket is distrusted (a
+# forged From, a spam): policy, not a failure (notify/notices.py writes it).
+WITHHELD_DISTRUSTED = "not sent: distrusted requester"
+
 # Minutes to wait after the n-th failed try; the last one repeats.
 BACKOFF = (1, 5, 15, 60, 240)
 MAX_TRIES = 24  # about four days, as MTAs keep mail before bouncing it
@@ -139,6 +143,11 @@ class Unsent:
     def for_good(self) -> bool:
         """Whether no retry will ever send it."""
         return self.status != "queued"
+
+    @property
+    def withheld(self) -> bool:
+        """Whether it was kept back on purpose: its ticket's requester is distrusted."""
+        return self.status == "skipped" and self.error.startswith(WITHHELD_DISTRUSTED)
 
 
 def last_id(store: Store) -> int:
