@@ -300,7 +300,7 @@ def test_technician_reply_by_mail_notifies_the_requester(
     smtp_catcher.clear()
     reply = _reply(notice, sender="jean.tech@univ.example", body="Je passe à 14 h.\n")
     _deliver(smtp_config, reply)
-    [followup] = _to(smtp_catcher.wait_for(1), ALICE)
+    [followup] = _to(smtp_catcher.wait_for(2), ALICE)
     assert followup["Subject"] == "[HD #1] Suivi de la demande : Imprimante en panne"
     body = followup.get_content()
     assert "Je passe à 14 h." in body
@@ -308,7 +308,10 @@ def test_technician_reply_by_mail_notifies_the_requester(
     assert LINK.search(body)
     article = _ticket(smtp_config, 1)["articles"][1]
     assert article["author"] == "jean.tech@univ.example"
-    assert len(smtp_catcher.messages) == 1  # the other technician is not told
+    # The other technician hears only that Jean took the ticket (his answer took it).
+    [take] = [c.message() for c in smtp_catcher.messages if ALICE not in c.recipients]
+    assert take["To"].addresses[0].addr_spec == "marie.tech@univ.example"
+    assert "a pris la demande" in take["Subject"] and "Je passe" not in take.get_content()
 
 
 # -- machine mail and loops ----------------------------------------------------

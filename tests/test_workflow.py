@@ -510,8 +510,11 @@ def test_resolve_by_mail(smtp_config: Path, smtp_catcher: SmtpCatcher) -> None:
     caught = smtp_catcher.wait_for(3)
     tech_new = next(c.message() for c in caught if JEAN in c.recipients)
     _deliver(config, _reply_to(tech_new, JEAN, "#resolve\nCartouche changée, tout remarche."))
-    (resolved,) = _new(smtp_catcher, 3, 1)
-    assert resolved["To"].addresses[0].addr_spec == ALICE
+    # The resolution, and the news of the take (resolving took it) to Marie.
+    news = _new(smtp_catcher, 3, 2)
+    (resolved,) = _to(news, ALICE)
+    (take,) = _to(news, MARIE)
+    assert "a pris la demande" in take["Subject"]
     assert "Votre demande est résolue" in resolved["Subject"]
     text = _text(resolved)
     assert "Cartouche changée, tout remarche." in text and "#resolve" not in text
