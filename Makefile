@@ -66,6 +66,7 @@ test-deps:
 
 test: venv test-deps
 	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
+	$(VENV)/bin/mypy helpdesk webview
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
 
 # Everything but the slow end-to-end tests, for a quick local loop.
@@ -74,6 +75,7 @@ test-fast: venv
 
 lint: venv
 	$(VENV)/bin/ruff check helpdesk webview tests migrations bench
+	$(VENV)/bin/mypy helpdesk webview
 
 bench: venv
 	bash bench/run.sh
@@ -82,4 +84,4 @@ bench-quick: venv
 	QUICK=1 bash bench/run.sh
 
 clean:
-	rm -rf var build dist *.egg-info .pytest_cache test-artifacts bench/results
+	rm -rf var build dist *.egg-info .pytest_cache .mypy_cache test-artifacts bench/results

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from helpdesk.config import Settings
 from helpdesk.store import Store
@@ -28,7 +29,7 @@ def due_tickets(store: Store, settings: Settings, limit: int | None = None) -> l
     return [int(r[0]) for r in _due(store, settings, limit).fetchall()]
 
 
-def _due(store: Store, settings: Settings, limit: int | None, suffix: str = "") -> object:
+def _due(store: Store, settings: Settings, limit: int | None, suffix: str = "") -> Any:
     # A ticket of a queue taken out of the config has nobody to write in its name.
     queues = {f"q{n}": name for n, name in enumerate(settings.queues)} or {"q": ""}
     sql = (

@@ -96,7 +96,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except click.ClickException as exc:
             # An error may name what was stored (an address, a file): shown escaped.
-            exc.message = display.for_terminal(exc.message, multiline=True)
+            # click types message Final, yet it is a plain attribute format_message reads.
+            exc.message = display.for_terminal(exc.message, multiline=True)  # type: ignore[misc]
             raise
         except Exception as exc:
             from helpdesk.store import StoreError
@@ -246,6 +247,7 @@ def ticket_list(
     if group:
         query = query.where(Ticket.group_name == group)
     if mine:
+        assert as_email  # --mine without --as was refused above
         query = query.join(Person, Person.id == Ticket.assignee_id).where(
             Person.email == as_email.strip().lower()
         )

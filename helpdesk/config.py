@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from helpdesk.files import sqlite_path
@@ -257,7 +258,7 @@ def _queues(raw: dict) -> dict[str, Queue]:
             raise ConfigError(f"[queues.{name}] must be a table")
         if not _QUEUE_NAME.fullmatch(name):
             raise ConfigError(f"queue name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
-        addresses = spec.get("addresses", spec.get("address", []))
+        addresses: Any = spec.get("addresses", spec.get("address", []))
         if isinstance(addresses, str):
             addresses = [addresses]
         language = str(spec.get("language", "fr"))

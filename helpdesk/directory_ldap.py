@@ -371,7 +371,7 @@ def _failure(options: LdapOptions, step: str, exc: Exception) -> str:
 def _socket_reason(exc: Exception) -> str:
     """The innermost cause of an ldap3 socket error: ldap3 wraps the attempts on each
     address of the host in a tuple of (exception, address) pairs."""
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if len(args) == 2 and isinstance(args[1], list) and args[1]:
         last = args[1][-1]
         inner = last[0] if isinstance(last, tuple) and last else last

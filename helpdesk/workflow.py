@@ -174,9 +174,9 @@ def ensure_person(store: Store, email: str, name: str = "") -> int:
         " ON CONFLICT (email) DO NOTHING",
         {"email": email, "name": name[:200], "now": utcnow()},
     )
-    person_id, known_name = store.one(
-        "SELECT id, name FROM person WHERE email = :email", {"email": email}
-    )
+    row = store.one("SELECT id, name FROM person WHERE email = :email", {"email": email})
+    assert row is not None  # inserted just above, or there already
+    person_id, known_name = row
     if name and not known_name:
         store.execute(
             "UPDATE person SET name = :name WHERE id = :id", {"name": name[:200], "id": person_id}

@@ -162,7 +162,7 @@ def create_app(config: str | None = None, settings: Settings | None = None) -> F
     app.add_template_filter(safe_filename, "shown_name")
 
     @app.template_filter("size")
-    def _size(value: int) -> str:
+    def _size(value: float) -> str:
         for unit in ("B", "KB", "MB"):
             if value < 1024 or unit == "MB":
                 return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"

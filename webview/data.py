@@ -98,7 +98,9 @@ def load_header(store: Store, ticket_id: int) -> TicketView | None:
     )
     if row is None:
         return None
-    return TicketView(*row[:7], assignee_name=(row[7] or row[8]) if row[8] else None)
+    # Seven columns, then the assignee's: the slice fills the fields before assignee_name.
+    head: tuple[Any, Any, Any, Any, Any, Any, Any] = row[:7]
+    return TicketView(*head, assignee_name=(row[7] or row[8]) if row[8] else None)
 
 
 def load_entries(store: Store, view: TicketView) -> None:

@@ -35,7 +35,7 @@ class FailedLookups:
             return False
         with self._lock:
             times = self._recent(client, time.monotonic())
-            return bool(times) and len(times) >= self.per_minute
+            return bool(times and len(times) >= self.per_minute)
 
     def record(self, client: str) -> None:
         """Count one failed lookup."""

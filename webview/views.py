@@ -90,7 +90,14 @@ def _page(
     # Everything the page shows changes only with the ticket, whose updated_at moves
     # with every change (the token lookup reads it): a page is rendered once per
     # worker and ticket state, then served again without reading the thread.
-    key = (access.ticket_id, str(access.updated_at), access.status, token, g.language, accept)
+    key: tuple[Any, ...] = (
+        access.ticket_id,
+        str(access.updated_at),
+        access.status,
+        token,
+        g.language,
+        accept,
+    )
     key += (g.remote_images,)
     cache = current_app.extensions["helpdesk.page_cache"]
     page = cache.get((*key, "page")) if error is None else None

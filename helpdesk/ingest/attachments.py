@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import os
 from email.message import Message
+from typing import cast
 
 from helpdesk.ingest.headertext import decode_header
 from helpdesk.ingest.headertext import unfold
@@ -96,7 +97,8 @@ class AttachmentReader:
                 inner = part.get_payload()
                 if ctype in MESSAGE_TYPES and isinstance(inner, list) and len(inner) == 1:
                     # The files of an attached message are attachments too (not its text).
-                    walk = walk_tree(inner[0], self.hints)
+                    # A parsed part's payload list holds messages; the stubs allow str too.
+                    walk = walk_tree(cast(Message, inner[0]), self.hints)
                     out.extend(self.files(walk.files, nested=True))
                 continue
             data = payload_bytes(part, self.defects)

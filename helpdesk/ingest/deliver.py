@@ -557,7 +557,7 @@ def _followup(
 
     author = workflow.ensure_person(store, mail.author, mail.author_name)
     trimmed = trim_quoted(mail.text)
-    entry = {
+    entry: dict[str, Any] = {
         "subject": subject,
         "body_text": mail.text,
         "body_trimmed": trimmed,
@@ -753,8 +753,8 @@ def deliver(
     envelope = envelope_from(environ)
     queue = _pick_queue(settings, queue_name, envelope)
     if store is None:
-        with Store(settings.database_url, settings.busy_timeout) as own:
-            return deliver(raw, settings, queue_name, environ, own, send)
+        with Store(settings.database_url, settings.busy_timeout) as opened:
+            return deliver(raw, settings, queue_name, environ, opened, send)
     digest = hashlib.sha256(raw).hexdigest()
     mail_id = _record_raw(store, queue.name, raw, digest, envelope)
     own = own_marks(settings)

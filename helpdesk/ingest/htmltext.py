@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from html import unescape
 from html.parser import HTMLParser
-from html.parser import locatestarttagend_tolerant
+from html.parser import locatestarttagend_tolerant  # type: ignore[attr-defined]  # private: no stub
 
 __all__ = ["html_to_text"]
 
@@ -138,7 +138,7 @@ class _TextCollector(HTMLParser):
     def _failed(self, kind: str, i: int) -> None:
         self.unclosed[kind] = (self.rawdata, i)
 
-    def parse_comment(self, i: int, report: int = 1) -> int:
+    def parse_comment(self, i: int, report: bool = True) -> int:
         # No "-->" after i means none after any later "<!--" either.
         if self._failed_before("comment", i):
             return -1
@@ -147,7 +147,7 @@ class _TextCollector(HTMLParser):
             self._failed("comment", i)
         return end
 
-    def parse_marked_section(self, i: int, report: int = 1) -> int:
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
         name = _DECL_NAME.match(self.rawdata, i + 3)
         kind = "ms" if name and name.group().lower() in _MS_SECTIONS else "cdata"
         if self._failed_before(kind, i):

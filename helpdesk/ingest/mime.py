@@ -10,6 +10,7 @@ from email._policybase import Compat32  # email.policy would load the header reg
 from email.feedparser import BytesFeedParser
 from email.message import Message
 from typing import Any
+from typing import cast
 
 from helpdesk.ingest.charset import decode_bytes
 from helpdesk.ingest.headertext import decode_header
@@ -163,7 +164,8 @@ def walk_tree(message: Message, hints: tuple[str, ...]) -> Walk:
         if ctype.startswith("multipart/"):
             payload = part.get_payload()
             if isinstance(payload, list):
-                stack.extend((sub, part) for sub in reversed(payload))
+                # A parsed part's payload list holds messages; the stubs allow str too.
+                stack.extend((cast(Message, sub), part) for sub in reversed(payload))
                 continue
             ctype = "text/plain"  # a multipart without its boundary: its text is all there is
         if ctype in ("text/plain", "text/html") and (part is message or not _is_file(part, hints)):

@@ -94,13 +94,17 @@ def _placeholder(n: int, length: int) -> bytes:
 
 def _entity(data: bytes, start: int, end: int, default: str) -> tuple[int, str, str]:
     """Where an entity's body starts, its content type and its Content-Type value."""
-    header_end = _HEADER_LINES.match(data, start, end).end()
+    headers = _HEADER_LINES.match(data, start, end)
+    assert headers is not None  # the pattern matches the empty string
+    header_end = headers.end()
     blank = LINE_END.match(data, header_end, end)
     body = blank.end() if blank else header_end
     found = _CONTENT_TYPE.search(data, start, header_end)
     if found is None:
         return body, default, ""
-    value = _VALUE.match(data, found.end(), header_end).group()
+    value_match = _VALUE.match(data, found.end(), header_end)
+    assert value_match is not None  # the pattern matches the empty string
+    value = value_match.group()
     text = value.decode("ascii", "surrogateescape").rstrip("\r\n")
     ctype = text.partition(";")[0].strip().lower()
     return body, (ctype if ctype.count("/") == 1 else "text/plain"), text

@@ -133,7 +133,9 @@ def _marker_cut(text: str) -> int | None:
             line_start, prefix_end = newline + 1, -1
         seen = match.start()
         if prefix_end < 0:
-            prefix_end = _QUOTE_PREFIX.match(text, line_start).end()
+            prefix = _QUOTE_PREFIX.match(text, line_start)
+            assert prefix is not None  # the pattern matches the empty string
+            prefix_end = prefix.end()
         # The marker opens a notification; one inside a sentence is the writer's.
         if prefix_end < match.start():
             continue
@@ -205,6 +207,7 @@ def _separator_start(text: str, start: int) -> int:
 def _trailing_quote_cut(text: str) -> int | None:
     """Where the block of '>' lines running to the end starts, with its attribution."""
     tail = _REVERSED_QUOTED_TAIL.match(text[::-1])
+    assert tail is not None  # the pattern matches the empty string
     padded = "\n" + text  # a match's start in padded is its line's start in text
     first_quoted = _QUOTED_LINE.search(padded, len(text) - tail.end())
     if first_quoted is None:
@@ -261,7 +264,9 @@ def _lines_above(text: str, end: int) -> list[tuple[int, str]]:
     while pos > 0 and len(lines) < _LOOKBACK:
         start = text.rfind("\n", 0, pos - 1) + 1
         line = text[start : pos - 1]
-        lines.append((start, line[_QUOTE_PREFIX.match(line).end() :].strip()))
+        prefix = _QUOTE_PREFIX.match(line)
+        assert prefix is not None  # the pattern matches the empty string
+        lines.append((start, line[prefix.end() :].strip()))
         pos = start
     return lines
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from email.message import Message
+from typing import cast
 
 from helpdesk.ingest.repair import HEADER_END
 from helpdesk.ingest.repair import LINE_END
@@ -65,13 +66,15 @@ def index_raw(message: Message, entity: bytes, index: dict[int, bytes]) -> None:
             index[id(part)] = body
             payload = part.get_payload()
             if isinstance(payload, list) and len(payload) == 1 and ctype in MESSAGE_TYPES:
-                stack.append((payload[0], body))
+                # A parsed part's payload list holds messages; the stubs allow str too.
+                stack.append((cast(Message, payload[0]), body))
         elif part.is_multipart():
             boundary = part.get_boundary()
             payload = part.get_payload()
             pieces = _split_multipart(body, boundary) if boundary else None
             if pieces is not None and len(pieces) == len(payload):
-                stack.extend(zip(payload, pieces, strict=True))
+                # A parsed part's payload list holds messages; the stubs allow str too.
+                stack.extend(zip(cast(list[Message], payload), pieces, strict=True))
 
 
 def entity_bytes(part: Message) -> bytes:

@@ -57,7 +57,8 @@ def transfer_encoding(part: Message) -> str:
 
 def payload_bytes(part: Message, defects: list[str]) -> bytes:
     """Decode a leaf part's transfer encoding; text encodings come back with LF line ends."""
-    payload = part._payload  # noqa: SLF001 - the undecoded text, bytes kept as surrogates
+    # The undecoded text, bytes kept as surrogates; private, so not in the stubs.
+    payload = part._payload  # type: ignore[attr-defined]  # noqa: SLF001
     raw = raw_bytes(payload if isinstance(payload, str) else "")
     cte = transfer_encoding(part)
     if cte == "uuencode":

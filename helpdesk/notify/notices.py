@@ -653,11 +653,13 @@ def cc_recipients(
     mail, the requester (mailed once, as such) and anyone copied on a distrusted ticket
     (a forged From, a spam: its author chose the list) are never on it.
     """
-    requester, distrust = store.one(
+    row = store.one(
         "SELECT p.email, t.distrust FROM ticket t JOIN person p ON p.id = t.requester_id"
         " WHERE t.id = :id",
         {"id": ticket_id},
     )
+    assert row is not None, f"no ticket #{ticket_id}"
+    requester, distrust = row
     rows = store.execute(
         "SELECT p.email, p.name FROM participant pa JOIN person p ON p.id = pa.person_id"
         " WHERE pa.ticket_id = :id ORDER BY p.id",
