@@ -566,9 +566,7 @@ def _followup(
         "mail_id": mail_id,
     }
     if writer.unverified:
-        workflow.hold_unverified(
-            store, settings, queue, ticket_id, author, why=writer.why, **entry
-        )
+        workflow.hold_unverified(store, settings, queue, ticket_id, author, why=writer.why, **entry)
         return outcome(
             f"unverified entry in ticket #{ticket_id}, confirmation asked",
             f"unverified, by {match.via}: {writer.why}; confirmation asked",
