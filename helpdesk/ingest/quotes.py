@@ -96,29 +96,28 @@ def trim_quoted(text: str) -> str:
     """Return the text the writer added, without the quoted earlier message and the
     attribution line; the text itself if nothing is recognised, or when the writer wrote
     nothing but quotes (then their words are in them): never ''."""
-    kept = text
-    for find_cut in (_marker_cut, _outlook_cut, _trailing_quote_cut):
-        cut = find_cut(kept)
-        if cut is None:
-            continue
-        trimmed = kept[:cut].rstrip()
-        if trimmed:  # nothing but quotes before the cut: the writer's text is in them
-            kept = trimmed
-    return kept
+    return _trim(text, quotes_only_is_nothing=False)
 
 
 def words_added(text: str) -> str:
     """The text the writer added above what they quote, like trim_quoted, but '' when
     they wrote nothing but the quote: for a reply whose sending is what it says (the
     answer to a request for proof), where a quote alone is no words of the writer."""
+    return _trim(text, quotes_only_is_nothing=True)
+
+
+def _trim(text: str, *, quotes_only_is_nothing: bool) -> str:
     kept = text
     for find_cut in (_marker_cut, _outlook_cut, _trailing_quote_cut):
         cut = find_cut(kept)
         if cut is None:
             continue
-        kept = kept[:cut].rstrip()
-        if not kept.strip():
+        trimmed = kept[:cut].rstrip()
+        if trimmed:
+            kept = trimmed
+        elif quotes_only_is_nothing:
             return ""
+        # else nothing but quotes before the cut: the writer's text is in them
     return kept
 
 
